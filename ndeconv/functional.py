@@ -1,0 +1,262 @@
+"""The math of network deconvolution as pure functions (the contract is ``docs/method.md``).
+
+Every whitening layer follows the same four steps, each a function here:
+
+1. arrange its input into ``samples`` of shape ``(g, m, f)``: ``g`` independent statistics
+   groups, ``m`` samples of an ``f``-dimensional distribution (:func:`conv_patch_samples`,
+   :func:`linear_samples`);
+2. estimate their mean and covariance (:func:`whitening_stats`);
+3. take the inverse square root of the covariance (:func:`isqrt_newton_schulz`);
+4. fold the whitening into the next weight instead of whitening the data
+   (:func:`fold_whitening`), so the layer stays one convolution / matmul.
+
+The layers in :mod:`ndeconv.layers` only hold parameters and running estimates and call these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "resolve_block",
+    "conv_patch_samples",
+    "linear_samples",
+    "conv_weight_blocks",
+    "conv_weight_unblocks",
+    "whitening_stats",
+    "isqrt_newton_schulz",
+    "fold_whitening",
+    "fold_conv",
+    "fold_linear",
+    "fast_deconv2d",
+]
+
+
+def resolve_block(block: int, channels: int) -> int:
+    """Channels whitened together: ``block``, or ``channels`` if larger, or ``gcd`` if it does not divide."""
+    if block < 1:
+        raise ValueError(f"block must be a positive integer, got {block}")
+    if block >= channels:
+        return channels
+    return block if channels % block == 0 else math.gcd(block, channels)
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_patch_samples(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    *,
+    block: int,
+    groups: int = 1,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    sampling_stride: int = 1,
+) -> Tensor:
+    """The im2col patches a convolution sees, grouped as the paper's code groups them.
+
+    Patches are taken at every ``sampling_stride``-th output position. Within each conv group
+    of ``C`` channels, a patch row of ``C*kh*kw`` values is split into ``G = C / block`` groups of
+    ``f = block*kh*kw`` values, group ``q`` taking columns ``q, q+G, q+2G, ...``; every group of
+    every row is one sample. Returns ``(groups, n*G, f)``.
+    """
+    geometry = _PatchGeometry(
+        _pair(kernel_size), _pair(dilation), _pair(padding),
+        tuple(s * sampling_stride for s in _pair(stride)), groups, block,
+    )
+    per_group = x.shape[1] // groups
+    if per_group % block:
+        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    return _ConvPatchSamples.apply(x, geometry)
+
+
+class _PatchGeometry(tuple):
+    """``(kernel, dilation, padding, stride, groups, block)`` of a patch extraction."""
+
+    def __new__(cls, kernel, dilation, padding, stride, groups, block):
+        return super().__new__(cls, (kernel, dilation, padding, stride, groups, block))
+
+    def disjoint(self) -> bool:
+        """Whether the sampled windows never overlap (then the backward is a plain scatter)."""
+        kernel, dilation, _, stride, _, _ = self
+        return all(s >= d * (k - 1) + 1 for k, d, s in zip(kernel, dilation, stride))
+
+
+class _ConvPatchSamples(torch.autograd.Function):
+    """im2col + regrouping, with a scatter backward instead of ``col2im`` for disjoint windows."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, geometry: _PatchGeometry) -> Tensor:
+        kernel, dilation, padding, stride, groups, block = geometry
+        patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+        n, cols, positions = patches.shape
+        f = block * kernel[0] * kernel[1]
+        ctx.geometry, ctx.input_shape = geometry, x.shape
+        ctx.positions = [
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, k, d, p, s in zip(x.shape[2:], kernel, dilation, padding, stride)
+        ]
+        patches = patches.view(n, groups, f, cols // groups // f, positions)
+        return patches.permute(1, 0, 4, 3, 2).reshape(groups, -1, f)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        kernel, dilation, padding, stride, groups, block = ctx.geometry
+        n, channels, height, width = ctx.input_shape
+        lh, lw = ctx.positions
+        f = block * kernel[0] * kernel[1]
+        per_group_blocks = channels // groups // block
+        # (g, n, L, G, f) -> (n, g, f, G, L): the unfold layout, as a strided view.
+        cols = grad.view(groups, n, lh * lw, per_group_blocks, f).permute(1, 0, 4, 3, 2)
+        if not ctx.geometry.disjoint():
+            cols = cols.reshape(n, channels * kernel[0] * kernel[1], lh * lw)
+            return F.fold(cols, (height, width), kernel, dilation=dilation, padding=padding, stride=stride), None
+        padded = grad.new_zeros(n, channels, height + 2 * padding[0], width + 2 * padding[1])
+        sn, sc, sh, sw = padded.stride()
+        windows = padded.as_strided(
+            (n, channels, kernel[0], kernel[1], lh, lw),
+            (sn, sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh, stride[1] * sw),
+        )
+        windows.copy_(cols.reshape(n, channels, kernel[0], kernel[1], lh, lw))
+        return padded[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width], None
+
+
+def linear_samples(x: Tensor, block: int) -> Tensor:
+    """Features ``(..., F)`` as ``(1, m*F/block, block)``: contiguous blocks share one distribution."""
+    return x.reshape(1, -1, block)
+
+
+def conv_weight_blocks(weight: Tensor, groups: int, f: int) -> Tensor:
+    """View a conv weight ``(out, C/groups, kh, kw)`` as ``(groups, out/groups * G, f)`` rows ``W_q``.
+
+    The same column grouping as :func:`conv_patch_samples`, so ``W_q`` pairs with patch group ``q``.
+    """
+    out = weight.shape[0]
+    per_group = weight[0].numel()
+    w = weight.reshape(groups, out // groups, f, per_group // f)
+    return w.transpose(2, 3).reshape(groups, -1, f)
+
+
+def conv_weight_unblocks(blocks: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`conv_weight_blocks`: back to the conv weight ``shape``."""
+    groups, rows, f = blocks.shape
+    out = shape[0]
+    w = blocks.reshape(groups, out // groups, rows * groups // out, f).transpose(2, 3)
+    return w.reshape(shape)
+
+
+def whitening_stats(samples: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Mean ``(g, f)`` and covariance ``Sc^T Sc / m + eps*I`` ``(g, f, f)`` of ``samples`` ``(g, m, f)``."""
+    if samples.shape[1] < 1:
+        raise ValueError("cannot estimate whitening statistics from zero samples")
+    return _WhiteningStats.apply(samples, eps)
+
+
+class _WhiteningStats(torch.autograd.Function):
+    """Mean and covariance with the symmetric backward ``dX = Sc (G + G^T) / m + g_mu / m``.
+
+    (Autograd would run two large products, one per factor of ``Sc^T Sc``; the centring's own
+    gradient vanishes because the centred samples sum to zero.)
+    """
+
+    @staticmethod
+    def forward(ctx, samples: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        m = samples.shape[1]
+        mean = samples.mean(dim=1)
+        centred = samples - mean.unsqueeze(1)
+        eye = torch.eye(samples.shape[-1], dtype=samples.dtype, device=samples.device)
+        cov = torch.baddbmm((eps * eye).expand(samples.shape[0], -1, -1), centred.transpose(1, 2), centred, alpha=1.0 / m)
+        ctx.save_for_backward(centred)
+        return mean, cov
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_mean: Tensor | None, grad_cov: Tensor | None) -> tuple[Tensor, None]:
+        (centred,) = ctx.saved_tensors
+        m = centred.shape[1]
+        base = centred.new_zeros(()) if grad_mean is None else (grad_mean / m).unsqueeze(1)
+        if grad_cov is None:
+            return base.expand_as(centred).clone(), None
+        sym = grad_cov + grad_cov.transpose(1, 2)
+        return torch.baddbmm(base.expand_as(centred), centred, sym, alpha=1.0 / m), None
+
+
+def isqrt_newton_schulz(cov: Tensor, n_iter: int) -> Tensor:
+    """``cov^(-1/2)`` for a batch of SPD matrices by the coupled Newton-Schulz iteration.
+
+    ``Y = cov/||cov||_F; Z = I; repeat: T = (3I - ZY)/2; Y = YT; Z = TZ``; result ``Z/sqrt(||cov||_F)``.
+    The first step (``Z = I``) and the unused last ``Y`` update are skipped: same values, fewer
+    matmuls. Differentiable; converges for any SPD input because of the Frobenius scaling.
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+    norm = torch.linalg.matrix_norm(cov, keepdim=True)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    y = cov / norm
+    t = 1.5 * eye - 0.5 * y
+    z = t
+    for step in range(1, n_iter):
+        y = y @ t
+        t = 1.5 * eye - 0.5 * (z @ y)
+        z = t @ z
+    return z / norm.sqrt()
+
+
+def fold_whitening(weight_blocks: Tensor, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+    """Implicit deconvolution: ``W'_q = W_q D`` and the shift ``W'_q mu`` per row.
+
+    ``weight_blocks`` ``(g, rows, f)``, ``mean`` ``(g, f)``, ``deconv`` ``(g, f, f)``. Returns the
+    folded blocks and ``(g, rows)`` shifts; the caller sums the shifts of one output and
+    subtracts them from the bias, which equals applying the layer to ``D (x - mu)``.
+    """
+    folded = torch.bmm(weight_blocks, deconv)
+    shift = torch.bmm(folded, mean.unsqueeze(-1)).squeeze(-1)
+    return folded, shift
+
+
+def _folded_bias(shift: Tensor, bias: Tensor | None, out: int) -> Tensor:
+    """``b - sum_q W'_q mu``: the shifts of each output's blocks summed and subtracted."""
+    folded = -shift.reshape(out, -1).sum(1)
+    return folded if bias is None else folded + bias.to(shift.dtype)
+
+
+def fold_conv(
+    weight: Tensor, bias: Tensor | None, mean: Tensor, deconv: Tensor, groups: int
+) -> tuple[Tensor, Tensor]:
+    """Conv weight and bias with the whitening ``(mean, deconv)`` of its patches folded in."""
+    blocks = conv_weight_blocks(weight.to(deconv.dtype), groups, deconv.shape[-1])
+    folded, shift = fold_whitening(blocks, mean, deconv)
+    return conv_weight_unblocks(folded, weight.shape), _folded_bias(shift, bias, weight.shape[0])
+
+
+def fold_linear(weight: Tensor, bias: Tensor | None, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+    """Linear weight and bias with the whitening of contiguous input blocks folded in."""
+    blocks = weight.to(deconv.dtype).reshape(1, -1, deconv.shape[-1])
+    folded, shift = fold_whitening(blocks, mean, deconv)
+    return folded.reshape(weight.shape), _folded_bias(shift, bias, weight.shape[0])
+
+
+def fast_deconv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    mean: Tensor,
+    deconv: Tensor,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """``conv2d`` of the whitened input, computed as one convolution with the folded weight."""
+    w, b = fold_conv(weight, bias, mean, deconv, groups)
+    return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), stride, padding, dilation, groups)

@@ -1,0 +1,114 @@
+"""State shared by every deconvolution layer: running estimates, freezing, the eval fold cache."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .. import functional as DF
+
+Fold = tuple[Tensor, Tensor]
+
+
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision of statistics and folding: float32 at least (float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+@contextlib.contextmanager
+def float32_math(device: torch.device) -> Iterator[None]:
+    """Statistics and folding run in float32 even inside ``torch.autocast``."""
+    if device.type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device.type):
+        with torch.autocast(device.type, enabled=False):
+            yield
+    else:
+        yield
+
+
+class WhiteningState:
+    """Mixin for ``nn.Module`` subclasses that whiten ``f``-dimensional samples in ``groups`` groups.
+
+    Holds ``running_mean (groups, f)``, ``running_deconv (groups, f, f)`` (the inverse square root
+    of the covariance, initially the identity) and ``num_batches_tracked``, updated like
+    BatchNorm's running statistics; after ``freeze_iter`` training steps the running estimate is
+    used in training too (the paper's first-layer setting).
+    """
+
+    eps: float
+    n_iter: int
+    momentum: float
+    freeze_iter: int | None
+    running_mean: Tensor
+    running_deconv: Tensor
+    num_batches_tracked: Tensor
+
+    def _init_whitening(
+        self,
+        groups: int,
+        f: int,
+        eps: float,
+        n_iter: int,
+        momentum: float,
+        freeze_iter: int | None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if eps < 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.eps, self.n_iter, self.momentum, self.freeze_iter = float(eps), int(n_iter), float(momentum), freeze_iter
+        eye = torch.eye(f, device=device, dtype=dtype)
+        self.register_buffer("running_mean", torch.zeros(groups, f, device=device, dtype=dtype))
+        self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        self._fold_cache: tuple[tuple, Fold] | None = None
+
+    @property
+    def frozen(self) -> bool:
+        """Whether training uses the running estimate instead of the batch's statistics."""
+        return self.freeze_iter is not None and int(self.num_batches_tracked) >= self.freeze_iter
+
+    def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's in training (updating running estimates), else running.
+
+        Call inside :func:`float32_math`. ``samples`` builds the ``(groups, m, f)`` samples lazily.
+        """
+        dtype = math_dtype(dtype)
+        if not self.training or self.frozen:
+            return self.running_mean.to(dtype), self.running_deconv.to(dtype)
+        mean, cov = DF.whitening_stats(samples().to(dtype), self.eps)
+        deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return mean, deconv
+
+    def _fold_cached(self, fold: Callable[[], Fold], inputs: tuple[Tensor | None, ...]) -> Fold:
+        """``fold()``, memoised in eval while none of ``inputs`` changed (data pointer, version).
+
+        Training, or a forward that needs gradients to the weights, always folds afresh, so eval
+        under ``no_grad`` costs one plain convolution / matmul.
+        """
+        tensors = [t for t in inputs if t is not None]
+        if (
+            self.training
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            or any(t.is_inference() for t in tensors)
+        ):
+            return fold()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if self._fold_cache is None or self._fold_cache[0] != key:
+            with torch.no_grad():
+                self._fold_cache = (key, fold())
+        return self._fold_cache[1]
+
+    def _whitening_extra_repr(self) -> str:
+        freeze = f", freeze_iter={self.freeze_iter}" if self.freeze_iter is not None else ""
+        return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{freeze}"

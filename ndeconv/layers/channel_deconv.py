@@ -1,0 +1,84 @@
+"""``ChannelDeconv``: whitens the channel vector, e.g. of the features before a classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional as DF
+from ._whitening import WhiteningState, float32_math, math_dtype
+
+
+class ChannelDeconv(WhiteningState, nn.Module):
+    """Whiten channels in contiguous blocks of ``block`` (one covariance per block).
+
+    Input ``(N, C)`` or ``(N, C, H, W)`` (statistics from every ``sampling_stride``-th pixel).
+    The ``C mod block`` leftover channels get plain standardisation. No parameters; running
+    estimates for eval, like BatchNorm without the affine part.
+    """
+
+    running_mean_rest: Tensor
+    running_var_rest: Tensor
+
+    def __init__(
+        self,
+        num_features: int,
+        block: int = 512,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        sampling_stride: int = 3,
+        freeze_iter: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if block < 1 or sampling_stride < 1:
+            raise ValueError(f"block and sampling_stride must be positive, got {block}, {sampling_stride}")
+        self.num_features = num_features
+        self.block = min(block, num_features)
+        self.num_blocks = num_features // self.block
+        self.sampling_stride = int(sampling_stride)
+        rest = num_features - self.num_blocks * self.block
+        self._init_whitening(self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device)
+        self.register_buffer("running_mean_rest", torch.zeros(rest, device=device))
+        self.register_buffer("running_var_rest", torch.ones(rest, device=device))
+
+    def _samples(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = x[:, :, :: self.sampling_stride, :: self.sampling_stride]
+        return x.movedim(1, -1).reshape(-1, self.num_features).to(math_dtype(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
+            raise ValueError(f"ChannelDeconv expects (N, {self.num_features}[, H, W]) input, got {tuple(x.shape)}")
+        width = self.num_blocks * self.block
+        with float32_math(x.device):
+            samples = self._samples(x)
+            mean, deconv = self._estimate(
+                lambda: samples[:, :width].reshape(-1, self.num_blocks, self.block).transpose(0, 1), x.dtype
+            )
+            channels_last = x.movedim(1, -1).to(samples.dtype)
+            whitened = torch.einsum(
+                "...gb,gbc->...gc",
+                channels_last[..., :width].unflatten(-1, (self.num_blocks, self.block)) - mean,
+                deconv,
+            ).flatten(-2)
+            rest = channels_last[..., width:]
+            if rest.shape[-1]:
+                rest_mean, rest_var = self._rest_mean_var(samples[:, width:])
+                rest = (rest - rest_mean) * torch.rsqrt(rest_var + self.eps)
+            out = torch.cat([whitened, rest], dim=-1)
+        return out.movedim(-1, 1).to(x.dtype)
+
+    def _rest_mean_var(self, samples: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and variance of the leftover channels (batch in training, else running)."""
+        if not self.training or self.frozen:
+            return self.running_mean_rest.to(samples.dtype), self.running_var_rest.to(samples.dtype)
+        var, mean = torch.var_mean(samples, dim=0, correction=0)
+        with torch.no_grad():
+            self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.momentum)
+            self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.momentum)
+        return mean, var
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, block={self.block}, {self._whitening_extra_repr()}"

@@ -1,0 +1,64 @@
+"""``Delinear``: a ``Linear`` layer that whitens its input features (the paper's classifier)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import functional as DF
+from ._whitening import WhiteningState, float32_math
+
+
+class Delinear(WhiteningState, nn.Linear):
+    """``linear(Cov^(-1/2) (x - mu), W)`` with the whitening folded into the weight.
+
+    Input features are split into contiguous blocks of ``block`` (``gcd``-adjusted if it does
+    not divide ``in_features``); all blocks share one ``block x block`` covariance, as in the
+    paper's code. Same ``weight``/``bias`` as ``nn.Linear``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        block: int = 512,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        freeze_iter: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.block = DF.resolve_block(block, in_features)
+        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Delinear expects (..., {self.in_features}) input, got {tuple(x.shape)}")
+        with float32_math(x.device):
+            mean, deconv = self._estimate(lambda: DF.linear_samples(x, self.block), x.dtype)
+            weight, bias = self._fold_cached(
+                lambda: DF.fold_linear(self.weight, self.bias, mean, deconv),
+                (self.weight, self.bias, self.running_mean, self.running_deconv),
+            )
+        return F.linear(x, weight.to(x.dtype), bias.to(x.dtype))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **deconv_kwargs) -> "Delinear":
+        """A ``Delinear`` with ``linear``'s shape and weights."""
+        layer = cls(
+            linear.in_features, linear.out_features, linear.bias is not None,
+            device=linear.weight.device, dtype=linear.weight.dtype, **deconv_kwargs,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.train(linear.training)
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, block={self.block}, {self._whitening_extra_repr()}"

@@ -1,0 +1,117 @@
+"""An independent float64 NumPy implementation of method.md, written from the text, for tests.
+
+Deliberately naive: explicit loops over output positions, explicit column lists per group,
+the plain (unskipped) coupled Newton-Schulz iteration, and *explicit* deconvolution (whiten
+every patch, then apply the original weights) rather than folding into the weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def effective_block(block: int, channels: int, groups: int) -> int:
+    per_group = channels // groups
+    if groups > 1:
+        return per_group
+    if block > channels:
+        return channels
+    return block if channels % block == 0 else math.gcd(block, channels)
+
+
+def newton_schulz(cov: np.ndarray, n_iter: int) -> np.ndarray:
+    norm = np.sqrt((cov**2).sum())
+    y = cov / norm
+    z = np.eye(len(cov))
+    for _ in range(n_iter):
+        t = (3 * np.eye(len(cov)) - z @ y) / 2
+        y = y @ t
+        z = t @ z
+    return z / np.sqrt(norm)
+
+
+def covariance(samples: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    mu = samples.mean(0)
+    centred = samples - mu
+    return mu, centred.T @ centred / len(samples) + eps * np.eye(samples.shape[1])
+
+
+def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
+    """Patch seen at output (i, j): channel-major, then ky, then kx."""
+    rows = i * stride[0] + dilation[0] * np.arange(kh)
+    cols = j * stride[1] + dilation[1] * np.arange(kw)
+    return xp[n][np.ix_(channels, rows, cols)].reshape(-1)
+
+
+def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                block=64, sampling_stride=3, eps=1e-5, n_iter=5):
+    """Training-mode FastDeconv output, and (mu, D) per conv group."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    n_batch, channels, height, width = x.shape
+    out, per_group, kh, kw = weight.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    ho = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    blk = effective_block(block, channels, groups)
+    n_blocks = per_group // blk
+    out_per_group = out // groups
+    y = np.zeros((n_batch, out, ho, wo))
+    stats = []
+    for g in range(groups):
+        chans = np.arange(g * per_group, (g + 1) * per_group)
+        column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
+        samples = [
+            conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
+            for n in range(n_batch)
+            for i in range(0, ho, sampling_stride)
+            for j in range(0, wo, sampling_stride)
+            for cols in column_groups
+        ]
+        mu, cov = covariance(np.array(samples), eps)
+        deconv = newton_schulz(cov, n_iter)
+        stats.append((mu, deconv))
+        for o in range(g * out_per_group, (g + 1) * out_per_group):
+            w = weight[o].reshape(-1)
+            for n in range(n_batch):
+                for i in range(ho):
+                    for j in range(wo):
+                        p = conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)
+                        y[n, o, i, j] = sum(w[cols] @ (deconv @ (p[cols] - mu)) for cols in column_groups)
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return y, stats
+
+
+def delinear(x, weight, bias, *, block=512, eps=1e-5, n_iter=5):
+    """Training-mode Delinear: contiguous feature blocks sharing one covariance."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    blk = effective_block(block, x.shape[1], 1)
+    blocks = [slice(k, k + blk) for k in range(0, x.shape[1], blk)]
+    mu, cov = covariance(np.concatenate([x[:, b] for b in blocks]), eps)
+    deconv = newton_schulz(cov, n_iter)
+    whitened = np.concatenate([(x[:, b] - mu) @ deconv.T for b in blocks], axis=1)
+    y = whitened @ weight.T
+    return y if bias is None else y + np.asarray(bias, dtype=np.float64)
+
+
+def channel_deconv(x, *, block, eps=1e-5, n_iter=5, sampling_stride=3):
+    """Training-mode ChannelDeconv on (N, C) or (N, C, H, W)."""
+    x = np.asarray(x, dtype=np.float64)
+    channels = x.shape[1]
+    last = np.moveaxis(x, 1, -1)
+    sampled = x[:, :, ::sampling_stride, ::sampling_stride] if x.ndim == 4 else x
+    samples = np.moveaxis(sampled, 1, -1).reshape(-1, channels)
+    blk = min(block, channels)
+    out = np.empty_like(last)
+    full = channels // blk * blk
+    for start in range(0, full, blk):
+        mu, cov = covariance(samples[:, start:start + blk], eps)
+        out[..., start:start + blk] = (last[..., start:start + blk] - mu) @ newton_schulz(cov, n_iter).T
+    if full < channels:
+        rest = samples[:, full:]
+        out[..., full:] = (last[..., full:] - rest.mean(0)) / np.sqrt(rest.var(0) + eps)
+    return np.moveaxis(out, -1, 1)

@@ -1,0 +1,147 @@
+"""The layers against an independent float64 computation of method.md (tests/reference.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+import ndeconv
+from ndeconv import functional as DF
+
+import reference
+
+GEOMETRIES = [
+    # (in, out, kernel, stride, padding, dilation, groups, block, sampling_stride, hw)
+    dict(cin=6, cout=5, k=3, stride=1, padding=1, dilation=1, groups=1, block=64, s=3, hw=(9, 8)),
+    dict(cin=8, cout=4, k=3, stride=2, padding=1, dilation=1, groups=1, block=2, s=1, hw=(9, 9)),
+    dict(cin=8, cout=6, k=3, stride=1, padding=2, dilation=2, groups=1, block=4, s=2, hw=(8, 7)),
+    dict(cin=12, cout=7, k=1, stride=1, padding=0, dilation=1, groups=1, block=4, s=1, hw=(5, 6)),
+    dict(cin=4, cout=3, k=5, stride=1, padding=2, dilation=1, groups=1, block=3, s=3, hw=(10, 9)),
+    dict(cin=6, cout=4, k=(3, 1), stride=(1, 2), padding=(1, 0), dilation=1, groups=1, block=4, s=2, hw=(7, 8)),
+    dict(cin=8, cout=6, k=3, stride=1, padding=1, dilation=1, groups=2, block=64, s=2, hw=(6, 6)),
+    dict(cin=6, cout=6, k=3, stride=2, padding=1, dilation=1, groups=6, block=64, s=1, hw=(8, 8)),
+]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES, ids=lambda g: f"k{g['k']}s{g['stride']}d{g['dilation']}g{g['groups']}b{g['block']}")
+def test_fast_deconv_matches_float64_reference(g):
+    layer = ndeconv.FastDeconv(
+        g["cin"], g["cout"], g["k"], stride=g["stride"], padding=g["padding"], dilation=g["dilation"],
+        groups=g["groups"], block=g["block"], sampling_stride=g["s"], n_iter=5, dtype=torch.float64,
+    )
+    with torch.no_grad():
+        layer.bias.uniform_(-1, 1)
+    x = torch.randn(2, g["cin"], *g["hw"], dtype=torch.float64) * 2 + 0.5
+    y = layer(x)
+    ref, stats = reference.fast_deconv(
+        x.numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), stride=_pair(g["stride"]),
+        padding=_pair(g["padding"]), dilation=_pair(g["dilation"]), groups=g["groups"], block=g["block"],
+        sampling_stride=g["s"], eps=1e-5, n_iter=5,
+    )
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    # Running estimates after one step: momentum * batch statistics + (1 - momentum) * initial.
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        expected = 0.1 * deconv + 0.9 * np.eye(len(deconv))
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_delinear_matches_float64_reference():
+    layer = ndeconv.Delinear(12, 5, block=4, dtype=torch.float64)
+    x = torch.randn(16, 12, dtype=torch.float64) @ torch.randn(12, 12, dtype=torch.float64) + 1.0
+    ref = reference.delinear(x.numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), block=4)
+    np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(32, 10), (4, 10, 7, 6)])
+def test_channel_deconv_matches_float64_reference(shape):
+    layer = ndeconv.ChannelDeconv(10, block=4, sampling_stride=2).double()
+    x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
+    ref = reference.channel_deconv(x.numpy(), block=4, sampling_stride=2)
+    np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=1e-6, atol=1e-8)
+
+
+def test_newton_schulz_converges_to_inverse_square_root():
+    a = torch.randn(3, 40, 12, dtype=torch.float64)
+    cov = a.transpose(1, 2) @ a / 40 + 0.5 * torch.eye(12, dtype=torch.float64)
+    d = DF.isqrt_newton_schulz(cov, n_iter=30)
+    evals, evecs = torch.linalg.eigh(cov)
+    expected = evecs @ torch.diag_embed(evals.rsqrt()) @ evecs.transpose(1, 2)
+    torch.testing.assert_close(d, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_newton_schulz_few_steps_match_plain_iteration():
+    a = torch.randn(64, 9, dtype=torch.float64)
+    cov = a.T @ a / 64 + 1e-5 * torch.eye(9, dtype=torch.float64)
+    for n_iter in (1, 2, 5):
+        np.testing.assert_allclose(
+            DF.isqrt_newton_schulz(cov[None], n_iter)[0].numpy(), reference.newton_schulz(cov.numpy(), n_iter), rtol=1e-12
+        )
+
+
+def test_whitened_patches_have_identity_covariance():
+    # Strongly correlated input: smoothed noise, so neighbouring pixels and channels correlate.
+    x = torch.randn(8, 4, 20, 20, dtype=torch.float64)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1) + x.mean(1, keepdim=True)
+    samples = DF.conv_patch_samples(x, 3, block=2, padding=1, sampling_stride=1)
+    mean, cov = DF.whitening_stats(samples, eps=0.0)
+    assert torch.linalg.cond(cov[0]) > 10  # genuinely correlated
+    d = DF.isqrt_newton_schulz(cov, n_iter=40)
+    white = (samples - mean.unsqueeze(1)) @ d
+    torch.testing.assert_close(white.transpose(1, 2) @ white / white.shape[1], torch.eye(18, dtype=torch.float64)[None],
+                               rtol=0, atol=1e-8)
+
+
+def test_patch_samples_are_the_convolutions_own_patches():
+    # sampling_stride=1, block=C: one sample per output position; the conv of the samples
+    # with the flattened weight is the convolution itself.
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    w = torch.randn(3, 5, 3, 2, dtype=torch.float64)
+    samples = DF.conv_patch_samples(x, (3, 2), block=5, stride=(2, 1), padding=(1, 0), dilation=(1, 2), sampling_stride=1)
+    conv = torch.nn.functional.conv2d(x, w, stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    via_samples = (samples[0] @ w.reshape(3, -1).T).reshape(2, conv.shape[2], conv.shape[3], 3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(via_samples, conv)
+
+
+def test_conv_weight_blocks_round_trip():
+    w = torch.randn(6, 4, 3, 3)
+    blocks = DF.conv_weight_blocks(w, groups=2, f=18)
+    assert blocks.shape == (2, 3 * 2, 18)
+    torch.testing.assert_close(DF.conv_weight_unblocks(blocks, w.shape), w)
+
+
+@pytest.mark.parametrize("block,channels,expected", [(64, 64, 64), (64, 3, 3), (64, 96, 32), (4, 6, 2), (7, 14, 7)])
+def test_resolve_block(block, channels, expected):
+    assert DF.resolve_block(block, channels) == expected
+
+
+def test_gradcheck_fast_deconv():
+    layer = ndeconv.FastDeconv(4, 3, 3, padding=1, block=2, sampling_stride=2, n_iter=3, eps=1e-2, dtype=torch.float64)
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()))
+
+
+def test_gradcheck_grouped_fast_deconv_and_fc_layers():
+    grouped = ndeconv.FastDeconv(4, 4, 3, padding=1, groups=2, sampling_stride=1, n_iter=3, eps=1e-2, dtype=torch.float64)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(grouped, (x,))
+    lin = ndeconv.Delinear(6, 3, block=3, n_iter=3, eps=1e-2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lin, (torch.randn(5, 6, dtype=torch.float64, requires_grad=True),))
+    chan = ndeconv.ChannelDeconv(5, block=2, n_iter=3, eps=1e-2).double()
+    assert torch.autograd.gradcheck(chan, (torch.randn(6, 5, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("kernel,dilation,sampling_stride", [(3, 1, 3), ((1, 3), (1, 2), 5), (2, 1, 2)])
+def test_gradcheck_disjoint_windows_scatter_backward(kernel, dilation, sampling_stride):
+    # Sampled windows that never overlap take the scatter backward instead of col2im.
+    layer = ndeconv.FastDeconv(4, 3, kernel, padding=1, dilation=dilation, block=2, sampling_stride=sampling_stride,
+                               n_iter=3, eps=1e-2, dtype=torch.float64)
+    x = torch.randn(3, 4, 8, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
