@@ -22,14 +22,21 @@ from ndeconv import functional as DF
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    return paired_median_seconds([fn], repeat, warmup)[0]
+
+
+def paired_median_seconds(fns: list[Callable[[], object]], repeat: int, warmup: int = 2) -> list[float]:
+    """Median time of each function, run interleaved so that machine noise hits all alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:
@@ -64,10 +71,21 @@ def main() -> None:
         return run
 
     rows = {}
-    rows["train step conv+BN+ReLU"] = median_seconds(step(bn.train()), args.repeat)
-    rows["train step FastDeconv+ReLU"] = median_seconds(step(deconv.train()), args.repeat)
-    rows["eval forward conv+BN+ReLU"] = median_seconds(infer(bn.eval()), args.repeat)
-    rows["eval forward FastDeconv+ReLU"] = median_seconds(infer(deconv.eval()), args.repeat)
+    rows["train step conv+BN+ReLU"], rows["train step FastDeconv+ReLU"] = paired_median_seconds(
+        [step(bn.train()), step(deconv.train())], args.repeat
+    )
+    rows["eval forward conv+BN+ReLU"], rows["eval forward FastDeconv+ReLU"] = paired_median_seconds(
+        [infer(bn.eval()), infer(deconv.eval())], args.repeat
+    )
+
+    fast = {
+        "stats_grad=False": dict(stats_grad=False),
+        "max_samples=2048": dict(max_samples=2048),
+        "both": dict(stats_grad=False, max_samples=2048),
+    }
+    options = [nn.Sequential(ndeconv.FastDeconv(c, c, 3, padding=1, **kw), nn.ReLU()).to(dev) for kw in fast.values()]
+    timed = paired_median_seconds([step(bn)] + [step(m) for m in options], args.repeat)
+    option_ratios = {name: t / timed[0] for name, t in zip(fast, timed[1:])}
 
     layer = deconv[0]
     xd = x.detach()
@@ -95,6 +113,8 @@ def main() -> None:
     eval_ratio = rows["eval forward FastDeconv+ReLU"] / rows["eval forward conv+BN+ReLU"]
     print(f"train-step ratio deconv/BN: {train_ratio:.2f}  (goal <= 1.5)")
     print(f"eval ratio deconv/BN:       {eval_ratio:.2f}  (goal <= 1.05)")
+    for name, ratio in option_ratios.items():
+        print(f"train-step ratio with {name}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -213,3 +213,35 @@ def test_clear_errors():
         ndeconv.ChannelDeconv(3, 2, eps=-1)
     with pytest.raises(ValueError, match="block"):
         ndeconv.Delinear(3, 4, block=0)
+
+
+def test_stats_grad_false_treats_statistics_as_constants():
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    full = ndeconv.FastDeconv(3, 4, 3, padding=1)
+    const = ndeconv.FastDeconv(3, 4, 3, padding=1, stats_grad=False)
+    const.load_state_dict(full.state_dict())
+    (gx_full,) = torch.autograd.grad(full(x).square().sum(), x)
+    y = const(x)
+    torch.testing.assert_close(y, full.train()(x))  # same forward
+    (gx_const,) = torch.autograd.grad(y.square().sum(), x)
+    # Without the statistics' gradient, the input gradient is that of a conv with the folded weight.
+    w, b = ndeconv.functional.fold_conv(const.weight, const.bias, *map(torch.Tensor.detach, _batch_stats(const, x)), 1)
+    (expected,) = torch.autograd.grad(torch.nn.functional.conv2d(x, w.detach(), b.detach(), padding=1).square().sum(), x)
+    torch.testing.assert_close(gx_const, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(gx_const, gx_full, atol=1e-4)
+
+
+def _batch_stats(layer, x):
+    samples = ndeconv.functional.conv_patch_samples(x, 3, block=layer.block, padding=1, sampling_stride=3)
+    mean, cov = ndeconv.functional.whitening_stats(samples, layer.eps)
+    return mean, ndeconv.functional.isqrt_newton_schulz(cov, layer.n_iter)
+
+
+def test_max_samples_uses_evenly_spaced_rows():
+    x = torch.randn(3, 4, 12, 12)
+    layer = ndeconv.FastDeconv(4, 2, 3, padding=1, block=4, sampling_stride=1, momentum=1.0, max_samples=100)
+    layer(x)
+    samples = ndeconv.functional.conv_patch_samples(x, 3, block=4, padding=1, sampling_stride=1)
+    kept = samples[:, :: -(-samples.shape[1] // 100)]
+    assert kept.shape[1] <= 100
+    torch.testing.assert_close(layer.running_mean, kept.mean(1))

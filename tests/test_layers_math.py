@@ -145,3 +145,26 @@ def test_gradcheck_disjoint_windows_scatter_backward(kernel, dilation, sampling_
                                n_iter=3, eps=1e-2, dtype=torch.float64)
     x = torch.randn(3, 4, 8, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("n_iter", [1, 2, 5, 9])
+def test_newton_schulz_spectral_backward_equals_autograd_through_the_steps(n_iter):
+    # Ill-conditioned (eps-like) and repeated eigenvalues included.
+    a = torch.randn(2, 30, 10, dtype=torch.float64)
+    a[:, :, 7:] = a[:, :, 6:7]  # rank-deficient: repeated (near-zero) eigenvalues
+    cov = a.transpose(1, 2) @ a / 30 + 1e-5 * torch.eye(10, dtype=torch.float64)
+    grad_out = torch.randn(2, 10, 10, dtype=torch.float64)
+    leaf = cov.clone().requires_grad_()
+    (spectral,) = torch.autograd.grad(DF.isqrt_newton_schulz(leaf, n_iter), leaf, grad_out)
+
+    def plain(c):  # the iteration written out, differentiated by autograd
+        norm = torch.linalg.matrix_norm(c, keepdim=True)
+        y, z = c / norm, torch.eye(10, dtype=c.dtype).expand_as(c)
+        for _ in range(n_iter):
+            t = (3 * torch.eye(10, dtype=c.dtype) - z @ y) / 2
+            y, z = y @ t, t @ z
+        return z / norm.sqrt()
+
+    leaf2 = cov.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(plain(leaf2), leaf2, grad_out)
+    torch.testing.assert_close(spectral, expected, rtol=1e-8, atol=1e-8 * expected.abs().max().item())

@@ -35,12 +35,18 @@ class WhiteningState:
     of the covariance, initially the identity) and ``num_batches_tracked``, updated like
     BatchNorm's running statistics; after ``freeze_iter`` training steps the running estimate is
     used in training too (the paper's first-layer setting).
+
+    Faster, non-default options: ``stats_grad=False`` treats the batch's mean and ``D`` as
+    constants in backward (gradients reach the weights only through the fold);
+    ``max_samples`` keeps at most that many samples (evenly spaced) for the statistics.
     """
 
     eps: float
     n_iter: int
     momentum: float
     freeze_iter: int | None
+    stats_grad: bool
+    max_samples: int | None
     running_mean: Tensor
     running_deconv: Tensor
     num_batches_tracked: Tensor
@@ -55,6 +61,8 @@ class WhiteningState:
         freeze_iter: int | None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
     ) -> None:
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
@@ -62,7 +70,10 @@ class WhiteningState:
             raise ValueError(f"n_iter must be at least 1, got {n_iter}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if max_samples is not None and max_samples < 1:
+            raise ValueError(f"max_samples must be a positive integer or None, got {max_samples}")
         self.eps, self.n_iter, self.momentum, self.freeze_iter = float(eps), int(n_iter), float(momentum), freeze_iter
+        self.stats_grad, self.max_samples = bool(stats_grad), max_samples
         eye = torch.eye(f, device=device, dtype=dtype)
         self.register_buffer("running_mean", torch.zeros(groups, f, device=device, dtype=dtype))
         self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
@@ -82,8 +93,12 @@ class WhiteningState:
         dtype = math_dtype(dtype)
         if not self.training or self.frozen:
             return self.running_mean.to(dtype), self.running_deconv.to(dtype)
-        mean, cov = DF.whitening_stats(samples().to(dtype), self.eps)
-        deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
+        with torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled()):
+            batch = samples().to(dtype)
+            if self.max_samples is not None and batch.shape[1] > self.max_samples:
+                batch = batch[:, :: -(-batch.shape[1] // self.max_samples)]
+            mean, cov = DF.whitening_stats(batch, self.eps)
+            deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
             self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.momentum)
@@ -110,5 +125,7 @@ class WhiteningState:
         return self._fold_cache[1]
 
     def _whitening_extra_repr(self) -> str:
-        freeze = f", freeze_iter={self.freeze_iter}" if self.freeze_iter is not None else ""
-        return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{freeze}"
+        extra = f", freeze_iter={self.freeze_iter}" if self.freeze_iter is not None else ""
+        extra += "" if self.stats_grad else ", stats_grad=False"
+        extra += f", max_samples={self.max_samples}" if self.max_samples is not None else ""
+        return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{extra}"

@@ -29,6 +29,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
         momentum: float = 0.1,
         sampling_stride: int = 3,
         freeze_iter: int | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -39,7 +41,9 @@ class ChannelDeconv(WhiteningState, nn.Module):
         self.num_blocks = num_features // self.block
         self.sampling_stride = int(sampling_stride)
         rest = num_features - self.num_blocks * self.block
-        self._init_whitening(self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device)
+        self._init_whitening(
+            self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device, None, stats_grad, max_samples
+        )
         self.register_buffer("running_mean_rest", torch.zeros(rest, device=device))
         self.register_buffer("running_var_rest", torch.ones(rest, device=device))
 

@@ -28,12 +28,14 @@ class Delinear(WhiteningState, nn.Linear):
         n_iter: int = 5,
         momentum: float = 0.1,
         freeze_iter: int | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.block = DF.resolve_block(block, in_features)
-        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype)
+        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype, stats_grad, max_samples)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:

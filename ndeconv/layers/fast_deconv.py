@@ -39,6 +39,8 @@ class FastDeconv(WhiteningState, nn.Conv2d):
         n_iter: int = 5,
         momentum: float = 0.1,
         freeze_iter: int | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
         padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -53,7 +55,9 @@ class FastDeconv(WhiteningState, nn.Conv2d):
         self.block = per_group if groups > 1 else DF.resolve_block(block, in_channels)
         self.sampling_stride = int(sampling_stride)
         kh, kw = self.kernel_size
-        self._init_whitening(groups, self.block * kh * kw, eps, n_iter, momentum, freeze_iter, device, dtype)
+        self._init_whitening(
+            groups, self.block * kh * kw, eps, n_iter, momentum, freeze_iter, device, dtype, stats_grad, max_samples
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
