@@ -1,8 +1,26 @@
 """ndeconv: network deconvolution (Ye et al., ICLR 2020) for timm, fastai and Accelerate."""
 
-from . import functional
+from . import functional, models
+from .convert import ConversionReport, UnsupportedLayerError, deconvolve
 from .layers import ChannelDeconv, Delinear, FastDeconv
+from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "FastDeconv", "ChannelDeconv", "Delinear", "__version__"]
+__all__ = [
+    "functional",
+    "models",
+    "FastDeconv",
+    "ChannelDeconv",
+    "Delinear",
+    "deconvolve",
+    "ConversionReport",
+    "UnsupportedLayerError",
+    "register_rule",
+    "get_rule",
+    "list_rules",
+    "ConversionContext",
+    "DeconvConfig",
+    "NormFreeAct",
+    "__version__",
+]

@@ -148,11 +148,15 @@ def conv_weight_blocks(weight: Tensor, groups: int, f: int) -> Tensor:
 
 
 def conv_weight_unblocks(blocks: Tensor, shape: torch.Size) -> Tensor:
-    """Inverse of :func:`conv_weight_blocks`: back to the conv weight ``shape``."""
+    """Inverse of :func:`conv_weight_blocks`: back to the conv weight ``shape``, with standard strides.
+
+    (A reshape alone can leave 1x1 weights with strides that also read as channels-last, which
+    sends oneDNN's CPU convolution backward down a path that corrupts memory.)
+    """
     groups, rows, f = blocks.shape
     out = shape[0]
     w = blocks.reshape(groups, out // groups, rows * groups // out, f).transpose(2, 3)
-    return w.reshape(shape)
+    return w.reshape(shape).clone(memory_format=torch.contiguous_format)
 
 
 def whitening_stats(samples: Tensor, eps: float) -> tuple[Tensor, Tensor]:

@@ -113,6 +113,15 @@ def test_conv_weight_blocks_round_trip():
     torch.testing.assert_close(DF.conv_weight_unblocks(blocks, w.shape), w)
 
 
+@pytest.mark.parametrize("cin,block", [(48, 64), (128, 64)])
+def test_folded_1x1_weight_has_standard_strides(cin, block):
+    # Strides that also read as channels-last crashed oneDNN's convolution backward.
+    w = torch.randn(48, cin, 1, 1)
+    f = DF.resolve_block(block, cin)
+    folded, _ = DF.fold_conv(w, None, torch.zeros(1, f), torch.eye(f)[None], 1)
+    assert folded.stride() == torch.empty(folded.shape).stride()
+
+
 @pytest.mark.parametrize("block,channels,expected", [(64, 64, 64), (64, 3, 3), (64, 96, 32), (4, 6, 2), (7, 14, 7)])
 def test_resolve_block(block, channels, expected):
     assert DF.resolve_block(block, channels) == expected

@@ -1,0 +1,102 @@
+"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
+
+__all__ = ["deconvolve", "ConversionReport", "UnsupportedLayerError"]
+
+
+class UnsupportedLayerError(TypeError):
+    """A convolution or norm layer that no conversion rule covers."""
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`deconvolve` changed: ``(path, old type, new type)`` per replaced module."""
+
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self) -> Counter:
+        """``{"Conv2d -> FastDeconv": n, ...}``."""
+        return Counter(f"{old} -> {new}" for _, old, new in self.changes)
+
+    def __str__(self) -> str:
+        lines = [f"{n:4d} x {change}" for change, n in sorted(self.counts().items())]
+        lines += [f"skipped (no rule): {path} ({kind})" for path, kind in self.skipped]
+        return "\n".join(lines) or "nothing to convert"
+
+
+def _classifier_path(model: nn.Module) -> str | None:
+    """Path of the classifier ``Linear``: timm's ``get_classifier()``, else the last ``Linear``."""
+    paths = {id(m): name for name, m in model.named_modules()}
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        if isinstance(head, nn.Linear) and id(head) in paths:
+            return paths[id(head)]
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _stem_path(model: nn.Module) -> str | None:
+    """Path of the first convolution (it sees the image; ``stem_n_iter`` applies to it)."""
+    return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def deconvolve(
+    model: nn.Module,
+    block: int = 64,
+    block_fc: int = 512,
+    sampling_stride: int = 3,
+    n_iter: int = 5,
+    eps: float = 1e-5,
+    stem_n_iter: int | None = None,
+    strict: bool = True,
+) -> nn.Module:
+    """Convert ``model`` to network deconvolution in place and return it.
+
+    Every ``Conv2d`` becomes :class:`FastDeconv` (same geometry and weights, ``block``,
+    ``sampling_stride``, ``n_iter``, ``eps``; the first conv gets ``stem_n_iter`` if given), every
+    batch norm is removed (fused norm+act layers keep their activation), and with
+    ``block_fc > 0`` the classifier ``Linear`` becomes :class:`Delinear`. The rules come from the
+    registry (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
+    :class:`UnsupportedLayerError` naming it (``strict=True``) or is kept with a warning.
+    Converting twice is a no-op. The report is attached as ``model.deconv_report``.
+    """
+    config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps, stem_n_iter)
+    report = ConversionReport()
+    stem, classifier = _stem_path(model), _classifier_path(model)
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}.{name}" if prefix else name
+            rule = get_rule(child)
+            if rule is None:
+                if needs_rule(child):
+                    kind = f"{type(child).__module__}.{type(child).__qualname__}"
+                    if strict:
+                        raise UnsupportedLayerError(
+                            f"no deconvolution rule for layer '{path}' of type {kind}; "
+                            "register one with @ndeconv.register_rule or pass strict=False"
+                        )
+                    warnings.warn(f"ndeconv: kept layer '{path}' of type {kind}: no deconvolution rule", stacklevel=3)
+                    report.skipped.append((path, kind))
+                visit(child, path)
+                continue
+            ctx = ConversionContext(path, config, is_stem=path == stem, is_classifier=path == classifier)
+            new = rule(child, ctx)
+            if new is not child:
+                setattr(parent, name, new)
+                report.changes.append((path, type(child).__name__, type(new).__name__))
+
+    visit(model, "")
+    model.deconv_report = report
+    return model

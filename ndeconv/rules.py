@@ -1,0 +1,127 @@
+"""The registry of conversion rules: how each module type becomes its deconvolution twin.
+
+Rules are keyed by exact module type (a subclass may behave differently, so it needs its own
+rule) and added with a decorator, in the style of timm's model registry::
+
+    @ndeconv.register_rule(MyNorm)
+    def _drop_my_norm(module: MyNorm, ctx: ndeconv.ConversionContext) -> nn.Module:
+        return nn.Identity()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from timm import layers as tl
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from .layers import ChannelDeconv, Delinear, FastDeconv
+
+__all__ = ["ConversionContext", "DeconvConfig", "Rule", "register_rule", "get_rule", "list_rules", "NormFreeAct"]
+
+
+@dataclass(frozen=True)
+class DeconvConfig:
+    """Settings of a conversion (see :func:`ndeconv.deconvolve`)."""
+
+    block: int = 64
+    block_fc: int = 512
+    sampling_stride: int = 3
+    n_iter: int = 5
+    eps: float = 1e-5
+    stem_n_iter: int | None = None
+
+
+@dataclass(frozen=True)
+class ConversionContext:
+    """What a rule knows about the module it converts."""
+
+    path: str
+    config: DeconvConfig
+    is_stem: bool = False
+    is_classifier: bool = False
+
+
+Rule = Callable[[nn.Module, ConversionContext], nn.Module]
+R = TypeVar("R", bound=Rule)
+_RULES: dict[type, Rule] = {}
+
+
+def register_rule(*module_types: type) -> Callable[[R], R]:
+    """Register the decorated function as the rule for ``module_types`` (replacing any earlier one)."""
+    if not module_types:
+        raise TypeError("register_rule needs at least one module type")
+
+    def decorate(rule: R) -> R:
+        for module_type in module_types:
+            _RULES[module_type] = rule
+        return rule
+
+    return decorate
+
+
+def get_rule(module: nn.Module) -> Rule | None:
+    """The rule registered for ``type(module)``, or ``None``."""
+    return _RULES.get(type(module))
+
+
+def list_rules() -> dict[str, str]:
+    """``{module type: rule name}`` of every registered rule."""
+    return {f"{t.__module__}.{t.__qualname__}": rule.__name__ for t, rule in _RULES.items()}
+
+
+class NormFreeAct(nn.Sequential):
+    """What remains of a fused norm+activation layer once the norm is removed: drop, then act."""
+
+
+def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
+    """Already a deconvolution layer: converting twice changes nothing."""
+    return module
+
+
+register_rule(FastDeconv, Delinear, ChannelDeconv, NormFreeAct)(keep)
+
+
+@register_rule(nn.Conv2d)
+def conv_to_fast_deconv(module: nn.Conv2d, ctx: ConversionContext) -> nn.Module:
+    """Every conv becomes ``FastDeconv`` with its geometry and weights, plus a (zero) bias that
+    takes over the removed norm's shift."""
+    cfg = ctx.config
+    n_iter = cfg.stem_n_iter if ctx.is_stem and cfg.stem_n_iter is not None else cfg.n_iter
+    return FastDeconv.from_conv(
+        module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps
+    )
+
+
+@register_rule(nn.Linear, tl.Linear)
+def linear_to_delinear(module: nn.Linear, ctx: ConversionContext) -> nn.Module:
+    """The classifier becomes ``Delinear`` when ``block_fc > 0``; other linears stay."""
+    if not ctx.is_classifier or ctx.config.block_fc <= 0:
+        return module
+    return Delinear.from_linear(module, block=ctx.config.block_fc, n_iter=ctx.config.n_iter, eps=ctx.config.eps)
+
+
+@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)
+def drop_batch_norm(module: nn.Module, ctx: ConversionContext) -> nn.Module:
+    """Batch norms (plain, sync, frozen, split) are removed: deconvolution replaces them."""
+    return nn.Identity()
+
+
+@register_rule(tl.BatchNormAct2d, tl.SyncBatchNormAct, tl.FrozenBatchNormAct2d)
+def drop_norm_keep_act(module: nn.Module, ctx: ConversionContext) -> nn.Module:
+    """timm's fused norm+act layers lose the norm and keep their drop and activation."""
+    return NormFreeAct(module.drop, module.act)
+
+
+def needs_rule(module: nn.Module) -> bool:
+    """Whether a module without a rule must not be silently kept: convolutions and norm layers.
+
+    A container whose name says norm (timm's ``ConvNormAct``) is not one: its children are visited.
+    """
+    leaf = next(module.children(), None) is None
+    norm_like = leaf and "norm" in type(module).__name__.lower()
+    return norm_like or isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
+
+

@@ -1,0 +1,170 @@
+"""deconvolve(), the rule registry and the paper's CIFAR models."""
+
+import warnings
+
+import pytest
+import timm
+import torch
+from timm.layers import BatchNormAct2d
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+import ndeconv
+from ndeconv.models import CIFAR_MODELS, PAPER_PARAMS_M
+
+
+def _count(model, kind):
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_cifar_models_are_in_timms_registry():
+    assert set(timm.list_models("*_cifar")) >= set(CIFAR_MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+def test_cifar_parameter_counts_match_the_paper(name):
+    params = _params(timm.create_model(name, num_classes=10)) / 1e6
+    assert abs(params - PAPER_PARAMS_M[name]) / PAPER_PARAMS_M[name] < 0.03, params
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS)
+def test_cifar_model_bn_and_deconvolved_train(name):
+    model = timm.create_model(name, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    convs = _count(model, nn.Conv2d)
+    ndeconv.deconvolve(model)
+    assert _count(model, _NormBase) == 0 and _count(model, BatchNormAct2d) == 0
+    assert _count(model, ndeconv.FastDeconv) == convs
+    assert isinstance(model.get_classifier(), ndeconv.Delinear)
+    model.zero_grad()
+    out = model(x)
+    out.square().mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+TIMM_MODELS = ["resnet18", "efficientnet_b0", "mobilenetv3_small_100", "regnetx_002", "regnety_002", "densenet121",
+               "resnet50d", "mixnet_s", "ghostnet_100", "dla34", "rexnet_100", "cspresnet50", "repvgg_a0"]
+
+
+@pytest.mark.parametrize("name", TIMM_MODELS)
+def test_timm_imagenet_models_convert_and_train_a_step(name):
+    model = timm.create_model(name, num_classes=5)
+    convs = _count(model, nn.Conv2d)
+    ndeconv.deconvolve(model, stem_n_iter=15)
+    assert _count(model, _NormBase) == 0 and _count(model, BatchNormAct2d) == 0
+    assert _count(model, ndeconv.FastDeconv) == convs
+    stem = next(m for m in model.modules() if isinstance(m, ndeconv.FastDeconv))
+    assert stem.n_iter == 15
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = nn.functional.cross_entropy(model(torch.randn(2, 3, 64, 64)), torch.tensor([0, 3]))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+class MyNorm(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale / x.std(dim=(2, 3), keepdim=True)
+
+
+def _custom_model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), MyNorm(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 4))
+
+
+def test_unknown_norm_is_a_clear_error_or_a_warning():
+    with pytest.raises(ndeconv.UnsupportedLayerError, match=r"layer '1' of type .*MyNorm"):
+        ndeconv.deconvolve(_custom_model())
+    with pytest.warns(UserWarning, match="kept layer '1'"):
+        model = ndeconv.deconvolve(_custom_model(), strict=False)
+    assert isinstance(model[1], MyNorm) and isinstance(model[0], ndeconv.FastDeconv)
+    assert model.deconv_report.skipped[0][0] == "1"
+
+
+def test_unsupported_conv_type_is_named():
+    model = nn.Sequential(nn.Conv1d(3, 4, 3))
+    with pytest.raises(ndeconv.UnsupportedLayerError, match="Conv1d"):
+        ndeconv.deconvolve(model)
+
+
+def test_register_rule_extends_the_registry():
+    try:
+        @ndeconv.register_rule(MyNorm)
+        def drop_my_norm(module, ctx):
+            return nn.Identity()
+
+        model = ndeconv.deconvolve(_custom_model())
+        assert isinstance(model[1], nn.Identity)
+        assert "drop_my_norm" in ndeconv.list_rules().values()
+    finally:
+        from ndeconv import rules
+
+        rules._RULES.pop(MyNorm)
+
+
+def test_converting_twice_is_a_no_op():
+    model = ndeconv.deconvolve(timm.create_model("resnet18_cifar", num_classes=10))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = [type(m) for m in model.modules()]
+    ndeconv.deconvolve(model)
+    assert model.deconv_report.changes == []
+    assert [type(m) for m in model.modules()] == modules
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_norm_act_layers_keep_activation_and_report_lists_changes():
+    model = timm.create_model("vgg11_cifar", num_classes=10)
+    ndeconv.deconvolve(model)
+    first = model.features[0]
+    assert isinstance(first.bn, ndeconv.NormFreeAct) and isinstance(first.bn[1], nn.ReLU)
+    counts = model.deconv_report.counts()
+    assert counts["Conv2d -> FastDeconv"] == 8 and counts["BatchNormAct2d -> NormFreeAct"] == 8
+    assert counts["Linear -> Delinear"] == 1
+
+
+def test_block_fc_zero_keeps_the_linear_head():
+    model = ndeconv.deconvolve(timm.create_model("resnet18_cifar", num_classes=10), block_fc=0)
+    assert type(model.get_classifier()) is nn.Linear
+
+
+def test_converted_conv_computes_what_fast_deconv_from_that_conv_computes():
+    model = timm.create_model("resnet18_cifar", num_classes=10)
+    conv = model.layer2[0].conv1
+    expected_layer = ndeconv.FastDeconv.from_conv(conv, bias=True, block=16, sampling_stride=2, n_iter=7, eps=1e-3)
+    ndeconv.deconvolve(model, block=16, sampling_stride=2, n_iter=7, eps=1e-3)
+    converted = model.layer2[0].conv1
+    assert (converted.block, converted.sampling_stride, converted.n_iter, converted.eps) == (16, 2, 7, 1e-3)
+    x = torch.randn(3, 64, 16, 16)
+    torch.testing.assert_close(converted(x), expected_layer(x))
+    converted.eval(), expected_layer.eval()
+    torch.testing.assert_close(converted(x), expected_layer(x))
+
+
+def test_pretrained_is_refused_clearly():
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("resnet18_cifar", pretrained=True)
+
+
+def test_models_cli_lists_counts():
+    from typer.testing import CliRunner
+
+    from ndeconv.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    for name in CIFAR_MODELS:
+        assert name in result.output
