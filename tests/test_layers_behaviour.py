@@ -245,3 +245,13 @@ def test_max_samples_uses_evenly_spaced_rows():
     kept = samples[:, :: -(-samples.shape[1] // 100)]
     assert kept.shape[1] <= 100
     torch.testing.assert_close(layer.running_mean, kept.mean(1))
+
+
+def test_channel_deconv_stats_grad_false_covers_leftover_channels():
+    x = torch.randn(16, 5, requires_grad=True)
+    layer = ndeconv.ChannelDeconv(5, block=2, stats_grad=False)  # 2 blocks of 2, 1 leftover channel
+    (gx,) = torch.autograd.grad(layer(x)[:, 4].sum(), x)
+    # With constant statistics, the leftover output is (x - mean) / std: gradient 1/std on its own input only.
+    expected = torch.zeros_like(x)
+    expected[:, 4] = torch.rsqrt(x[:, 4].detach().var(correction=0) + layer.eps)
+    torch.testing.assert_close(gx, expected)

@@ -78,7 +78,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
         """Per-channel mean and variance of the leftover channels (batch in training, else running)."""
         if not self.training or self.frozen:
             return self.running_mean_rest.to(samples.dtype), self.running_var_rest.to(samples.dtype)
-        var, mean = torch.var_mean(samples, dim=0, correction=0)
+        with torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled()):
+            var, mean = torch.var_mean(samples, dim=0, correction=0)
         with torch.no_grad():
             self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.momentum)
             self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.momentum)
