@@ -255,3 +255,15 @@ def test_channel_deconv_stats_grad_false_covers_leftover_channels():
     expected = torch.zeros_like(x)
     expected[:, 4] = torch.rsqrt(x[:, 4].detach().var(correction=0) + layer.eps)
     torch.testing.assert_close(gx, expected)
+
+
+def test_channel_deconv_freezes_blocks_and_leftover_channels_together():
+    layer = ndeconv.ChannelDeconv(5, block=2, freeze_iter=2)
+    for _ in range(2):
+        layer(torch.randn(16, 5))
+    rest_mean = layer.running_mean_rest.clone()
+    layer(torch.randn(16, 5) + 3)  # frozen: neither part moves
+    torch.testing.assert_close(layer.running_mean_rest, rest_mean)
+    fresh = ndeconv.ChannelDeconv(5, block=2, freeze_iter=1)
+    fresh(torch.randn(16, 5) + 3)  # the step that reaches freeze_iter still updates both parts
+    assert fresh.running_mean_rest.abs().sum() > 0 and fresh.running_mean.abs().sum() > 0

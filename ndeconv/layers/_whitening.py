@@ -85,15 +85,24 @@ class WhiteningState:
         """Whether training uses the running estimate instead of the batch's statistics."""
         return self.freeze_iter is not None and int(self.num_batches_tracked) >= self.freeze_iter
 
+    @property
+    def uses_batch_stats(self) -> bool:
+        """Whether this forward whitens with the batch's statistics (training and not frozen)."""
+        return self.training and not self.frozen
+
+    def _stats_grad_mode(self) -> torch.autograd.grad_mode.set_grad_enabled:
+        """Grad mode for computing batch statistics: off when ``stats_grad=False``."""
+        return torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled())
+
     def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's in training (updating running estimates), else running.
 
         Call inside :func:`float32_math`. ``samples`` builds the ``(groups, m, f)`` samples lazily.
         """
         dtype = math_dtype(dtype)
-        if not self.training or self.frozen:
+        if not self.uses_batch_stats:
             return self.running_mean.to(dtype), self.running_deconv.to(dtype)
-        with torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled()):
+        with self._stats_grad_mode():
             batch = samples().to(dtype)
             if self.max_samples is not None and batch.shape[1] > self.max_samples:
                 batch = batch[:, :: -(-batch.shape[1] // self.max_samples)]

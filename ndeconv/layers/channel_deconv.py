@@ -56,12 +56,14 @@ class ChannelDeconv(WhiteningState, nn.Module):
         if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"ChannelDeconv expects (N, {self.num_features}[, H, W]) input, got {tuple(x.shape)}")
         width = self.num_blocks * self.block
+        dtype = math_dtype(x.dtype)
+        use_batch = self.uses_batch_stats  # decided once: _estimate advances num_batches_tracked
         with float32_math(x.device):
-            samples = self._samples(x)
+            samples = self._samples(x) if use_batch else None
             mean, deconv = self._estimate(
                 lambda: samples[:, :width].reshape(-1, self.num_blocks, self.block).transpose(0, 1), x.dtype
             )
-            channels_last = x.movedim(1, -1).to(samples.dtype)
+            channels_last = x.movedim(1, -1).to(dtype)
             whitened = torch.einsum(
                 "...gb,gbc->...gc",
                 channels_last[..., :width].unflatten(-1, (self.num_blocks, self.block)) - mean,
@@ -69,16 +71,16 @@ class ChannelDeconv(WhiteningState, nn.Module):
             ).flatten(-2)
             rest = channels_last[..., width:]
             if rest.shape[-1]:
-                rest_mean, rest_var = self._rest_mean_var(samples[:, width:])
+                rest_mean, rest_var = self._rest_mean_var(None if samples is None else samples[:, width:], dtype)
                 rest = (rest - rest_mean) * torch.rsqrt(rest_var + self.eps)
             out = torch.cat([whitened, rest], dim=-1)
         return out.movedim(-1, 1).to(x.dtype)
 
-    def _rest_mean_var(self, samples: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-channel mean and variance of the leftover channels (batch in training, else running)."""
-        if not self.training or self.frozen:
-            return self.running_mean_rest.to(samples.dtype), self.running_var_rest.to(samples.dtype)
-        with torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled()):
+    def _rest_mean_var(self, samples: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and variance of the leftover channels: of ``samples``, else running."""
+        if samples is None:
+            return self.running_mean_rest.to(dtype), self.running_var_rest.to(dtype)
+        with self._stats_grad_mode():
             var, mean = torch.var_mean(samples, dim=0, correction=0)
         with torch.no_grad():
             self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.momentum)
