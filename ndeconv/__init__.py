@@ -2,6 +2,7 @@
 
 from . import functional, models
 from .convert import ConversionReport, UnsupportedLayerError, deconvolve
+from .distributed import sync_deconv_stats
 from .layers import ChannelDeconv, Delinear, FastDeconv
 from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
 
@@ -14,6 +15,7 @@ __all__ = [
     "ChannelDeconv",
     "Delinear",
     "deconvolve",
+    "sync_deconv_stats",
     "ConversionReport",
     "UnsupportedLayerError",
     "register_rule",

@@ -1,6 +1,16 @@
-"""The ``ndeconv`` command line (Typer): ``ndeconv models``, ..."""
+"""The ``ndeconv`` command line (Typer): ``train``, ``recipes``, ``models``.
+
+Bad input (recipe, data, run directory, unsupported layer) ends with one ``error: ...`` line on
+stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,11 +24,32 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_RECIPE = "digits"
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn ndeconv's input errors into one ``error:`` line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .convert import UnsupportedLayerError
+        from .errors import NdeconvError
+
+        try:
+            return fn(*args, **kwargs)
+        except (NdeconvError, UnsupportedLayerError) as e:
+            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 @app.callback()
 def _root() -> None:
     """Network deconvolution (Ye et al., ICLR 2020) for timm models, on fastai and Accelerate."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 
 def _params_m(model) -> float:
@@ -42,6 +73,115 @@ def list_models(num_classes: int = typer.Option(10, help="Classes of the classif
         paper = ndeconv.models.PAPER_PARAMS_M.get(name)
         table.add_row(name, f"{bn:.2f}", f"{deconv:.2f}", "-" if paper is None else f"{paper:.2f}")
     console.print(table)
+
+
+@app.command("recipes")
+@friendly_errors
+def list_recipes() -> None:
+    """List the bundled recipes (use a name or a path with ``ndeconv train``)."""
+    from .recipe import bundled_recipes, load_recipe
+
+    table = Table(title="Bundled recipes")
+    for column in ("name", "dataset", "model", "norm", "epochs", "batch", "lr", "schedule"):
+        table.add_column(column, overflow="fold", no_wrap=column != "dataset")
+    for name, path in bundled_recipes().items():
+        r = load_recipe(path)
+        source = r.data.builtin or r.data.hub_id or r.data.path
+        table.add_row(name, source, r.model.name, r.model.norm, str(r.train.epochs), str(r.train.batch_size),
+                      f"{r.optim.lr:g}", r.optim.schedule)
+    console.print(table)
+
+
+def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
+               precision: str | None, data: Path | None, limit_train: int | None, seed: int | None,
+               sets: list[str]) -> dict[str, Any]:
+    from .errors import RecipeError
+
+    flags = {"model.name": model, "model.norm": norm, "train.epochs": epochs, "optim.lr": lr,
+             "train.batch_size": batch_size, "train.precision": precision,
+             "data.path": None if data is None else str(data.expanduser().resolve()),
+             "train.limit_train": limit_train, "train.seed": seed}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item}: expected key.sub=value")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def summary_table(run_dir: Path, results: dict) -> Table:
+    """The one-row table printed after a run."""
+    table = Table(title=f"{results['recipe']}: {results['model']} ({results['norm']})")
+    columns = {"accuracy": f"{results['accuracy']:.4f}", "epochs": str(results["epochs"]),
+               "seconds": f"{results['seconds']:.1f}", "params (M)": f"{results['params'] / 1e6:.3f}",
+               "precision": results["precision"], "processes": str(results["world_size"])}
+    for name in columns:
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_row(*columns.values())
+    table.caption = f"run directory: {run_dir}"
+    return table
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(
+    recipe: str = typer.Argument(DEFAULT_RECIPE, help="Recipe file or bundled recipe name (see `ndeconv recipes`)."),
+    model: Optional[str] = typer.Option(None, help="timm model name (model.name)."),
+    norm: Optional[str] = typer.Option(None, help="bn or deconv (model.norm)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (train.epochs)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (optim.lr)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size per process (train.batch_size)."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
+    data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder (data.path)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<recipe>-<model>-<norm>-<time>]."),
+    limit_train: Optional[int] = typer.Option(None, help="Train on the first N training examples."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
+    set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),
+    num_processes: int = typer.Option(1, help="Data-parallel processes, launched with `accelerate launch`."),
+    sync_stats: bool = typer.Option(True, "--sync-stats/--no-sync-stats",
+                                    help="All-reduce deconvolution statistics across processes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a recipe (default: the bundled digits recipe with deconvolution) into a run directory."""
+    from .recipe import load_recipe
+    from .train import default_run_dir
+    from .train import resume as resume_run
+    from .train import train
+
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+    if resume is None:
+        r = load_recipe(recipe, _overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
+                                           set_))
+        run_dir = out or default_run_dir(r)
+    else:
+        run_dir = resume
+    if num_processes > 1:
+        from .launch import launch_train
+
+        code, results = launch_train(num_processes, run_dir, None if resume is not None else r,
+                                     sync_stats=sync_stats, quiet=quiet)
+        if code != 0:
+            raise typer.Exit(code)
+        console.print(summary_table(run_dir, results))
+        return
+    try:
+        if resume is None:
+            run_dir, results = train(r, run_dir, console=err_console, progress=not quiet, sync_stats=sync_stats)
+        else:
+            run_dir, results = resume_run(resume, console=err_console, progress=not quiet, sync_stats=sync_stats)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: checkpoint saved; continue with `ndeconv train --resume {run_dir}`",
+                          soft_wrap=True, highlight=False)
+        raise typer.Exit(130) from None
+    from .train.learner import process_state
+
+    if process_state().is_main_process:
+        console.print(summary_table(run_dir, results))
 
 
 def main() -> None:

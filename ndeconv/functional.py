@@ -195,6 +195,55 @@ class _WhiteningStats(torch.autograd.Function):
         return torch.baddbmm(base.expand_as(centred), centred, sym, alpha=1.0 / m), None
 
 
+def sync_whitening_stats(samples: Tensor, eps: float, group: object | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`whitening_stats` of the samples of every process in ``group``, concatenated.
+
+    The deconvolution analogue of SyncBatchNorm: the sample count, sum and centred cross-products
+    are all-reduced (two passes, so the covariance is centred on the global mean exactly), and in
+    backward the gradients of the mean and covariance are all-reduced before being pushed to the
+    local samples. Every process must call it with the same ``(g, f)``; ``m`` may differ.
+    """
+    if samples.shape[1] < 1:
+        raise ValueError("cannot estimate whitening statistics from zero samples")
+    return _SyncWhiteningStats.apply(samples, eps, group)
+
+
+class _SyncWhiteningStats(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, samples: Tensor, eps: float, group: object | None) -> tuple[Tensor, Tensor]:
+        import torch.distributed as dist
+
+        g, m, f = samples.shape
+        sums = torch.cat([samples.sum(dim=1).flatten(), samples.new_tensor([m])])
+        dist.all_reduce(sums, group=group)
+        total = sums[-1]
+        mean = (sums[:-1] / total).view(g, f)
+        centred = samples - mean.unsqueeze(1)
+        cross = torch.bmm(centred.transpose(1, 2), centred)
+        dist.all_reduce(cross, group=group)
+        eye = torch.eye(f, dtype=samples.dtype, device=samples.device)
+        cov = cross / total + eps * eye
+        ctx.save_for_backward(centred, total)
+        ctx.group = group
+        return mean, cov
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_mean: Tensor | None, grad_cov: Tensor | None) -> tuple[Tensor, None, None]:
+        import torch.distributed as dist
+
+        centred, total = ctx.saved_tensors
+        g, _, f = centred.shape
+        grad_mean = centred.new_zeros(g, f) if grad_mean is None else grad_mean
+        grad_cov = centred.new_zeros(g, f, f) if grad_cov is None else grad_cov
+        flat = torch.cat([grad_mean.flatten(), grad_cov.flatten()])
+        dist.all_reduce(flat, group=ctx.group)
+        grad_mean, grad_cov = flat[: g * f].view(g, f), flat[g * f:].view(g, f, f)
+        sym = grad_cov + grad_cov.transpose(1, 2)
+        base = (grad_mean / total).unsqueeze(1).expand_as(centred)
+        return torch.baddbmm(base, centred, sym, alpha=1.0 / float(total)), None, None
+
+
 def isqrt_newton_schulz(cov: Tensor, n_iter: int) -> Tensor:
     """``cov^(-1/2)`` for a batch of SPD matrices by the coupled Newton-Schulz iteration.
 

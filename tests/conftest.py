@@ -1,8 +1,16 @@
 import os
 import sys
+import tempfile
 
-import pytest
-import torch
+# Keep test caches out of the user's home: set before `datasets` is imported anywhere.
+_CACHE = tempfile.mkdtemp(prefix="ndeconv-test-cache-")
+os.environ.setdefault("NDECONV_CACHE", os.path.join(_CACHE, "ndeconv"))
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_CACHE, "hf"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -10,3 +18,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_parquet(tmp_path_factory):
+    """A 4-class 16x16 RGB parquet dataset in the hub's layout (train-*.parquet, test-*.parquet)."""
+    from tinydata import write_tiny_parquet
+
+    return write_tiny_parquet(tmp_path_factory.mktemp("tiny-parquet"))
+
+
+@pytest.fixture()
+def tiny_recipe(tiny_parquet, tmp_path):
+    """A recipe file for the tiny dataset: convnet3, 2 epochs."""
+    from tinydata import write_tiny_recipe
+
+    return write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet)

@@ -39,6 +39,8 @@ class WhiteningState:
     Faster, non-default options: ``stats_grad=False`` treats the batch's mean and ``D`` as
     constants in backward (gradients reach the weights only through the fold);
     ``max_samples`` keeps at most that many samples (evenly spaced) for the statistics.
+    ``sync_stats`` (set by :func:`ndeconv.sync_deconv_stats`) all-reduces the statistics over
+    ``process_group`` so every process whitens with those of the global batch.
     """
 
     eps: float
@@ -79,6 +81,8 @@ class WhiteningState:
         self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         self._fold_cache: tuple[tuple, Fold] | None = None
+        self.sync_stats: bool = False
+        self.process_group: object | None = None
 
     @property
     def frozen(self) -> bool:
@@ -94,6 +98,12 @@ class WhiteningState:
         """Grad mode for computing batch statistics: off when ``stats_grad=False``."""
         return torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled())
 
+    def _syncing(self) -> bool:
+        """Whether batch statistics are all-reduced over the processes (see :func:`ndeconv.sync_deconv_stats`)."""
+        if not getattr(self, "sync_stats", False) or not torch.distributed.is_initialized():
+            return False
+        return torch.distributed.get_world_size(self.process_group) > 1
+
     def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's in training (updating running estimates), else running.
 
@@ -106,7 +116,10 @@ class WhiteningState:
             batch = samples().to(dtype)
             if self.max_samples is not None and batch.shape[1] > self.max_samples:
                 batch = batch[:, :: -(-batch.shape[1] // self.max_samples)]
-            mean, cov = DF.whitening_stats(batch, self.eps)
+            if self._syncing():
+                mean, cov = DF.sync_whitening_stats(batch, self.eps, self.process_group)
+            else:
+                mean, cov = DF.whitening_stats(batch, self.eps)
             deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)

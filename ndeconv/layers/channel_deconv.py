@@ -55,6 +55,7 @@ class ChannelDeconv(WhiteningState, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"ChannelDeconv expects (N, {self.num_features}[, H, W]) input, got {tuple(x.shape)}")
+        self.last_input_dim = x.dim()
         width = self.num_blocks * self.block
         dtype = math_dtype(x.dtype)
         use_batch = self.uses_batch_stats  # decided once: _estimate advances num_batches_tracked
@@ -81,11 +82,38 @@ class ChannelDeconv(WhiteningState, nn.Module):
         if samples is None:
             return self.running_mean_rest.to(dtype), self.running_var_rest.to(dtype)
         with self._stats_grad_mode():
-            var, mean = torch.var_mean(samples, dim=0, correction=0)
+            if self._syncing():
+                mean, var = DF.sync_whitening_stats(samples.t().unsqueeze(-1), 0.0, self.process_group)
+                mean, var = mean.squeeze(-1), var.flatten()
+            else:
+                var, mean = torch.var_mean(samples, dim=0, correction=0)
         with torch.no_grad():
             self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.momentum)
             self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.momentum)
         return mean, var
+
+    @torch.no_grad()
+    def fused(self, spatial: bool = True) -> nn.Module:
+        """The affine map of this layer's eval function as a 1x1 ``nn.Conv2d`` (``spatial``) or ``nn.Linear``.
+
+        Whitened channels get ``D`` blockwise, leftover channels ``1/sqrt(var + eps)``; the bias is
+        ``-A mu``.
+        """
+        c, width = self.num_features, self.num_blocks * self.block
+        matrix = torch.zeros(c, c, dtype=torch.float32 if self.running_deconv.dtype != torch.float64
+                             else torch.float64, device=self.running_deconv.device)
+        for g in range(self.num_blocks):
+            sl = slice(g * self.block, (g + 1) * self.block)
+            matrix[sl, sl] = self.running_deconv[g].t()
+        rest = torch.rsqrt(self.running_var_rest.to(matrix.dtype) + self.eps)
+        matrix[width:, width:] = torch.diag(rest)
+        mean = torch.cat([self.running_mean.flatten().to(matrix.dtype), self.running_mean_rest.to(matrix.dtype)])
+        bias = -(matrix @ mean)
+        layer = nn.Conv2d(c, c, 1) if spatial else nn.Linear(c, c)
+        layer = layer.to(matrix.device)
+        layer.weight.copy_(matrix.view_as(layer.weight))
+        layer.bias.copy_(bias)
+        return layer.train(self.training)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, block={self.block}, {self._whitening_extra_repr()}"

@@ -4,7 +4,7 @@ After ``import ndeconv``, ``timm.create_model("resnet18_cifar", num_classes=10)`
 ``timm.list_models("*_cifar")`` lists them.
 """
 
-from . import densenet, dpn, mobile, pnasnet, resnet, vgg
+from . import densenet, dpn, mobile, pnasnet, resnet, simple, vgg
 from ._common import CIFAR_MEAN, CIFAR_STD
 
 CIFAR_MODELS = (
@@ -36,4 +36,4 @@ PAPER_PARAMS_M = {
 }
 
 __all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile", "pnasnet",
-           "resnet", "vgg"]
+           "resnet", "simple", "vgg"]

@@ -1,0 +1,127 @@
+"""fastai ``DataLoaders`` for a recipe: uint8 batches, augmented on the device by :class:`BatchTransform`."""
+
+from __future__ import annotations
+
+import torch
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+
+from ..recipe import Recipe
+from .augment import BatchTransform
+from .sources import Splits, load_splits
+from .tensors import DecodedImages, cached_split
+
+__all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices"]
+
+
+def subset_indices(total: int, n: int) -> torch.Tensor:
+    """The ``n`` training examples that ``train.limit_train = n`` keeps, in increasing order.
+
+    A fixed shuffle (seed 0, independent of the run's seed) then the first ``n``: the same subset
+    every run, nested as ``n`` grows, and representative even when the source is sorted by
+    class (as some parquet exports of CIFAR-10 are).
+    """
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(0))
+    return order[: min(n, total)].sort().values
+
+
+class ShardedDL(DataLoader):
+    """A fastai DataLoader that can serve one shard of its epoch to each of several processes.
+
+    Every process shuffles with the same seeded generator, so they agree on the epoch's order
+    without communicating; process ``rank`` takes every ``world``-th index (the order padded by
+    wrapping around, so all shards have the same length, as ``DistributedSampler`` does).
+    """
+
+    n_inp = 1
+    rank, world = 0, 1
+
+    def shard(self, rank: int, world: int) -> ShardedDL:
+        self.rank, self.world = rank, world
+        return self
+
+    def get_idxs(self) -> list:
+        idxs = list(super().get_idxs())
+        if self.world == 1:
+            return idxs
+        per = -(-len(idxs) // self.world)
+        idxs += idxs[: per * self.world - len(idxs)]
+        return idxs[self.rank:: self.world]
+
+    def __len__(self) -> int:
+        if self.world == 1:
+            return super().__len__()
+        per = -(-self.n // self.world)
+        return per // self.bs + (0 if self.drop_last or per % self.bs == 0 else 1)
+
+
+class TensorImageDL(ShardedDL):
+    """Batches cut from in-memory uint8 tensors by index: no per-item Python work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, **kwargs):
+        self.images, self.labels = images, labels
+        super().__init__(dataset=range(len(labels)), **kwargs)
+
+    def create_item(self, s: int) -> int:
+        return s
+
+    def create_batch(self, b: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(b, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+    def new(self, dataset=None, cls=None, **kwargs) -> TensorImageDL:
+        kwargs.setdefault("images", self.images)
+        kwargs.setdefault("labels", self.labels)
+        return super().new(dataset=dataset, cls=cls, **kwargs)
+
+
+class ImageDL(ShardedDL):
+    """Batches of images decoded on the fly (optionally in worker processes)."""
+
+
+def _transforms(recipe: Recipe) -> tuple[BatchTransform, BatchTransform]:
+    d, a = recipe.data, recipe.augment
+    train = BatchTransform(d.image_size, d.mean, d.std, train=True, crop_padding=a.crop_padding, flip=a.flip,
+                           random_resized_crop=a.random_resized_crop, scale=a.scale, seed=recipe.train.seed)
+    valid = BatchTransform(d.image_size, d.mean, d.std, train=False)
+    return train, valid
+
+
+def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
+                     splits: Splits | None = None) -> DataLoaders:
+    """Training (shuffled, augmented, last partial batch dropped) and validation loaders for ``recipe``.
+
+    ``data.cache`` decodes each split once into an on-disk uint8 cache; otherwise images are
+    decoded per item in ``train.num_workers`` workers. ``train.limit_train`` keeps a fixed subset
+    of N training examples (:func:`subset_indices`).
+    """
+    d, t = recipe.data, recipe.train
+    splits = splits or load_splits(d)
+    size = d.resize or d.image_size
+    keep = None
+    if t.limit_train is not None and t.limit_train < len(splits.train):
+        keep = subset_indices(len(splits.train), t.limit_train)
+    train_tfm, valid_tfm = _transforms(recipe)
+    common = dict(device=device)
+    valid_bs = t.batch_size * 2
+    if d.cache:
+        tx, ty = cached_split(splits.train, splits.key + "-train", splits.image_column, splits.label_column,
+                              d.channels, size, d.num_classes, "training split")
+        vx, vy = cached_split(splits.valid, splits.key + "-valid", splits.image_column, splits.label_column,
+                              d.channels, size, d.num_classes, "validation split")
+        if keep is not None:
+            tx, ty = tx[keep], ty[keep]
+        train = TensorImageDL(tx, ty, bs=t.batch_size, shuffle=True, drop_last=len(ty) > t.batch_size,
+                              after_batch=train_tfm, **common)
+        valid = TensorImageDL(vx, vy, bs=valid_bs, after_batch=valid_tfm, **common)
+    else:
+        def decoded(ds, where):
+            return DecodedImages(ds, splits.image_column, splits.label_column, d.channels, size, d.num_classes, where)
+
+        train_ds = splits.train if keep is None else splits.train.select(keep.tolist())
+        train = ImageDL(decoded(train_ds, "training split"), bs=t.batch_size, shuffle=True, drop_last=True,
+                        num_workers=t.num_workers, after_batch=train_tfm, **common)
+        valid = ImageDL(decoded(splits.valid, "validation split"), bs=valid_bs, num_workers=t.num_workers,
+                        after_batch=valid_tfm, **common)
+    train.rng.seed(t.seed)
+    return DataLoaders(train, valid, device=device)

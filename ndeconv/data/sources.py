@@ -1,0 +1,119 @@
+"""Dataset sources: a parquet directory, an image folder, a Hugging Face hub id, or a bundled set.
+
+Everything is loaded through ``datasets`` and comes back as two ``datasets.Dataset`` splits with
+an image column and an integer label column. Problems (missing path, split or column) are
+:class:`DataError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from ..errors import DataError
+from ..recipe import DataSpec
+
+__all__ = ["Splits", "load_splits", "digits_dataset"]
+
+
+@dataclass
+class Splits:
+    """The training and validation splits of a source and how to read them."""
+
+    train: datasets.Dataset
+    valid: datasets.Dataset
+    image_column: str
+    label_column: str
+    key: str  # identifies the source's content, for caches
+
+    def describe(self) -> str:
+        return f"{len(self.train)} train / {len(self.valid)} valid images"
+
+
+def digits_dataset() -> datasets.DatasetDict:
+    """scikit-learn's bundled 8x8 handwritten digits as a ``DatasetDict`` (80/20 split, fixed seed).
+
+    Pixel values 0..16 are scaled to 0..255 uint8 grey images. No network needed.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(np.rint(digits.images * (255 / 16)), 0, 255).astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(images))
+    n_valid = len(images) // 5
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+
+    def split(idx: np.ndarray) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(images[i], mode="L") for i in idx], "label": digits.target[idx].tolist()},
+            features=features)
+
+    return datasets.DatasetDict(train=split(order[n_valid:]), test=split(order[:n_valid]))
+
+
+def _fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha1()
+    for f in sorted(files):
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.DatasetDict, str, str, str]:
+    """A parquet directory (``train*.parquet``...) or an image folder (``train/<class>/*.png``...)."""
+    if not path.exists():
+        raise DataError(f"{source}: {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"{source}: {path} is not a directory (expected parquet files or an image folder)")
+    files: dict[str, list[str]] = {}
+    for split in (spec.train_split, spec.valid_split):
+        found = sorted(path.glob(f"{split}*.parquet")) or sorted(path.glob(f"*/{split}*.parquet"))
+        if found:
+            files[split] = [str(f) for f in found]
+    if files:
+        if len(files) < 2:
+            missing = next(s for s in (spec.train_split, spec.valid_split) if s not in files)
+            raise DataError(f"{source}: {path} has no {missing}*.parquet files")
+        all_files = [Path(f) for fs in files.values() for f in fs]
+        ds = datasets.load_dataset("parquet", data_files=files)
+        return ds, spec.image_column, spec.label_column, f"parquet-{_fingerprint(all_files)}"
+    if (path / spec.train_split).is_dir():
+        images = [f for f in path.rglob("*") if f.is_file()]
+        try:
+            ds = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except Exception as e:  # datasets raises several types for unreadable folders
+            raise DataError(f"{source}: cannot read image folder {path}: {e}") from None
+        return ds, "image", "label", f"folder-{_fingerprint(images)}"
+    raise DataError(f"{source}: {path} has no {spec.train_split}*.parquet files and no {spec.train_split}/ image folder")
+
+
+def load_splits(spec: DataSpec, source: str = "data") -> Splits:
+    """Load the recipe's training and validation splits, checking splits and columns."""
+    if spec.path is not None:
+        ds, image_col, label_col, key = _load_path(Path(spec.path).expanduser(), spec, f"{source}.path")
+        origin = spec.path
+    elif spec.builtin == "digits":
+        ds, image_col, label_col, key = digits_dataset(), "image", "label", "builtin-digits-v1"
+        origin = "builtin digits"
+    else:
+        try:
+            ds = datasets.load_dataset(spec.hub_id)
+        except Exception as e:  # offline, unknown id, gated: all end here
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
+                            "pass --data PATH to a local copy") from None
+        image_col, label_col, key, origin = spec.image_column, spec.label_column, f"hub-{spec.hub_id}", spec.hub_id
+    for split in (spec.train_split, spec.valid_split):
+        if split not in ds:
+            raise DataError(f"{origin}: no split '{split}' (splits: {', '.join(ds)})")
+        columns = ds[split].column_names
+        for column in (image_col, label_col):
+            if column not in columns:
+                raise DataError(f"{origin}: split '{split}' has no column '{column}' (columns: {', '.join(columns)})")
+    key = hashlib.sha1(f"{key}:{spec.train_split}:{spec.valid_split}:{image_col}:{label_col}".encode()).hexdigest()[:16]
+    return Splits(ds[spec.train_split], ds[spec.valid_split], image_col, label_col, key)

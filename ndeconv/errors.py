@@ -1,0 +1,19 @@
+"""User-facing errors: each carries a one-line message that the CLI prints without a traceback."""
+
+from __future__ import annotations
+
+
+class NdeconvError(Exception):
+    """Base class of the errors caused by bad input (recipe, data, run directory)."""
+
+
+class RecipeError(NdeconvError, ValueError):
+    """A recipe file or override is missing, malformed, or names an unknown key."""
+
+
+class DataError(NdeconvError, ValueError):
+    """A dataset source is missing or does not have the columns / splits the recipe names."""
+
+
+class RunDirError(NdeconvError, ValueError):
+    """A run directory is missing, incomplete, or does not match the command."""

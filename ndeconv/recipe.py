@@ -1,0 +1,306 @@
+"""Recipes: typed training configurations loaded from YAML, with validation and overrides.
+
+A recipe file has five sections (``data``, ``model``, ``optim``, ``train``, ``augment``) plus a
+``name``. Loading checks every key and type against the dataclasses below; a problem is a
+:class:`RecipeError` whose one-line message names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import RecipeError
+
+__all__ = [
+    "Recipe", "DataSpec", "ModelSpec", "DeconvSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
+    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes",
+]
+
+Norm = Literal["bn", "deconv"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Schedule = Literal["cosine", "one_cycle", "constant"]
+Optimizer = Literal["sgd", "adamw"]
+
+
+@dataclass
+class DataSpec:
+    """Where the images come from and what they look like.
+
+    Exactly one source is used: ``path`` (a directory of ``train*.parquet`` / ``test*.parquet``
+    files, or an image folder with one sub-folder per split), else ``builtin`` (``digits``:
+    scikit-learn's bundled 8x8 digits), else ``hub_id`` (``datasets.load_dataset``).
+    """
+
+    num_classes: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    channels: int = 3
+    hub_id: str | None = None
+    path: str | None = None
+    builtin: Literal["digits"] | None = None
+    train_split: str = "train"
+    valid_split: str = "test"
+    image_column: str = "image"
+    label_column: str = "label"
+    resize: int | None = None
+    cache: bool = True
+
+
+@dataclass
+class DeconvSpec:
+    """Arguments of :func:`ndeconv.deconvolve` (the paper's defaults)."""
+
+    block: int = 64
+    block_fc: int = 512
+    sampling_stride: int = 3
+    n_iter: int = 5
+    eps: float = 1e-5
+    stem_n_iter: int | None = None
+
+
+@dataclass
+class ModelSpec:
+    """A timm model name and how it is normalised: ``bn`` as built, or ``deconv``."""
+
+    name: str
+    norm: Norm = "deconv"
+    drop_rate: float = 0.0
+    deconv: DeconvSpec = field(default_factory=DeconvSpec)
+
+
+@dataclass
+class OptimSpec:
+    """Optimizer and learning-rate schedule (per iteration)."""
+
+    lr: float
+    name: Optimizer = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+
+
+@dataclass
+class TrainSpec:
+    """Length, batch size, precision and seed of a run."""
+
+    epochs: int
+    batch_size: int
+    precision: Precision = "fp32"
+    seed: int = 0
+    limit_train: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentSpec:
+    """Per-batch training augmentation (validation images are only normalised)."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    random_resized_crop: bool = False
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+
+
+@dataclass
+class Recipe:
+    """A complete training configuration."""
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    optim: OptimSpec
+    train: TrainSpec
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+
+    def __post_init__(self) -> None:
+        _check_values(self)
+
+
+def _positive(where: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise RecipeError(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _check_values(r: Recipe) -> None:
+    """Range checks the types cannot express."""
+    d = r.data
+    for key in ("num_classes", "image_size", "channels"):
+        _positive(f"data.{key}", getattr(d, key))
+    for key in ("mean", "std"):
+        if len(getattr(d, key)) != d.channels:
+            raise RecipeError(f"data.{key} has {len(getattr(d, key))} values, data.channels is {d.channels}")
+    if any(s <= 0 for s in d.std):
+        raise RecipeError(f"data.std must be > 0, got {d.std}")
+    if d.path is None and d.builtin is None and d.hub_id is None:
+        raise RecipeError("data needs a source: path, builtin or hub_id")
+    for key in ("block", "block_fc", "sampling_stride", "n_iter"):
+        _positive(f"model.deconv.{key}", getattr(r.model.deconv, key), allow_zero=key == "block_fc")
+    _positive("model.deconv.eps", r.model.deconv.eps)
+    _positive("optim.lr", r.optim.lr)
+    _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
+    _positive("train.epochs", r.train.epochs)
+    _positive("train.batch_size", r.train.batch_size)
+    _positive("train.limit_train", r.train.limit_train)
+    _positive("augment.crop_padding", r.augment.crop_padding, allow_zero=True)
+    lo_hi = r.augment.scale
+    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+        raise RecipeError(f"augment.scale must be [min, max] with 0 < min <= max <= 1, got {lo_hi}")
+
+
+# --- typed parsing ---------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key} must be a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, key)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise RecipeError(f"unknown key '{where}' (known in {prefix or 'the top level'}: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"missing required key '{where}'")
+    return cls(**kwargs)
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
+    """Build a :class:`Recipe` from a mapping; errors name ``source`` and the key."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return _build(Recipe, raw, "")
+    except RecipeError as e:
+        raise RecipeError(f"{source}: {e}") from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain data (what ``config.yaml`` holds); ``parse_recipe`` inverts it."""
+    return dataclasses.asdict(recipe)
+
+
+def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = None) -> Recipe:
+    """A copy of ``recipe`` with the dotted ``key`` set to ``value``.
+
+    Strings are read as YAML scalars (``--set optim.lr=0.05`` gives a float); the new value is
+    type-checked like the file's. Errors name ``source`` (default ``--set key``).
+    """
+    source = source or f"--set {key}"
+    raw = recipe_to_dict(recipe)
+    node, parts = raw, key.split(".")
+    cls: Any = Recipe
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        if part not in names:
+            where = ".".join(parts[: i + 1])
+            raise RecipeError(f"{source}: unknown key '{where}'"
+                              + (f" (known: {', '.join(names)})" if names else ""))
+        if i < len(parts) - 1:
+            cls = typing.get_type_hints(cls)[part]
+            node = node[part]
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            pass
+    node[parts[-1]] = value
+    return parse_recipe(raw, source)
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides."""
+    file = find_recipe(path)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{file}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
+    recipe = parse_recipe(raw, str(file))
+    for key, value in (overrides or {}).items():
+        recipe = apply_override(recipe, key, value)
+    return recipe
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """The recipes shipped with ndeconv: ``{name: path}``."""
+    from importlib import resources
+
+    root = Path(str(resources.files("ndeconv") / "recipes"))
+    return {p.stem: p for p in sorted(root.glob("*.yaml"))}
+
+
+def find_recipe(path: str | Path) -> Path:
+    """A recipe file path, or the bundled recipe of that name (``cifar10`` -> ``recipes/cifar10.yaml``)."""
+    file = Path(path)
+    if file.is_file():
+        return file
+    bundled = bundled_recipes()
+    if file.suffix == "" and str(path) in bundled:
+        return bundled[str(path)]
+    if file.is_dir():
+        raise RecipeError(f"{path}: is a directory, not a recipe file")
+    hint = f" (bundled recipes: {', '.join(bundled)})" if bundled else ""
+    raise RecipeError(f"{path}: recipe file not found{hint}")

@@ -1,0 +1,258 @@
+"""fastai callbacks that ndeconv's Learners use: Accelerate (devices, processes, mixed precision),
+the run directory (metrics, checkpoints) and rich progress output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from fastai.callback.core import Callback, CancelStepException
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..io import atomic_write, write_text
+
+__all__ = ["AcceleratorCallback", "RunDirCallback", "RichProgressCallback", "CHECKPOINT", "METRICS"]
+
+CHECKPOINT = "checkpoint.pth"
+METRICS = "metrics.csv"
+
+
+class AcceleratorCallback(Callback):
+    """Drive the Learner through a Hugging Face ``Accelerator``.
+
+    Puts the model on the accelerator's device; with several processes it wraps the model in
+    DistributedDataParallel and gives each process its shard of the training epoch (every
+    process validates on the whole validation set, so all report the same metrics). Each
+    forward and loss runs under ``accelerator.autocast()`` (so ``bf16`` is active on CPU too).
+    With ``fp16`` the loss is scaled by a ``GradScaler`` and steps with overflowing gradients
+    are skipped.
+    """
+
+    order = 11
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator = accelerator
+        self._autocast = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.accelerator.num_processes > 1
+
+    def before_fit(self) -> None:
+        device = self.accelerator.device
+        self.learn.model.to(device)
+        self.learn.dls.device = device
+        for dl in self.learn.dls.loaders:
+            dl.to(device)
+        if self.distributed:
+            self.learn.model = self.accelerator.prepare_model(self.learn.model)
+            self.dls.train.shard(self.accelerator.process_index, self.accelerator.num_processes)
+        enabled = self.accelerator.mixed_precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=enabled) if enabled else None
+
+    def before_batch(self) -> None:
+        self._autocast = self.accelerator.autocast()
+        self._autocast.__enter__()
+
+    def _exit_autocast(self) -> None:
+        if self._autocast is not None:
+            self._autocast.__exit__(None, None, None)
+            self._autocast = None
+
+    def after_pred(self) -> None:
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self) -> None:
+        self._exit_autocast()
+
+    def after_cancel_batch(self) -> None:
+        self._exit_autocast()
+
+    def before_backward(self) -> None:
+        if self.scaler is not None:
+            self.learn.loss_grad = self.scaler.scale(self.loss_grad)
+
+    def before_step(self) -> None:
+        if self.scaler is None:
+            return
+        self._skipped = True
+        self.scaler.step(self)  # unscales; calls self.step() only when the gradients are finite
+        if self._skipped:
+            raise CancelStepException()
+
+    def after_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.update()
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """``GradScaler`` unscales these: the fastai optimizer's parameter groups."""
+        return self.opt.param_groups
+
+    def step(self, *args, **kwargs) -> None:
+        """Called by ``GradScaler.step`` for finite gradients: let fastai take the optimizer step."""
+        self._skipped = False
+
+    def after_fit(self) -> None:
+        self._exit_autocast()
+        if self.distributed:
+            self.learn.model = self.accelerator.unwrap_model(self.learn.model)
+            self.dls.train.shard(0, 1)
+
+
+def rng_state(learn) -> dict:
+    """Every random state a resumed run needs to continue: torch, numpy, python, loaders, augmentation."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "train_dl": learn.dls.train.rng.getstate()}
+    tfm = getattr(learn.dls.train, "after_batch", None)
+    if hasattr(tfm, "generator"):
+        state["augment"] = tfm.generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(learn, state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    learn.dls.train.rng.setstate(state["train_dl"])
+    tfm = getattr(learn.dls.train, "after_batch", None)
+    if "augment" in state and hasattr(tfm, "generator"):
+        tfm.generator.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(learn, path: Path, epochs_done: int) -> None:
+    """Model, optimizer, completed epochs and RNG state in one atomically written file."""
+    model = learn.model.module if hasattr(learn.model, "module") else learn.model
+    state = {"model": model.state_dict(), "opt": learn.opt.state_dict() if learn.opt else None,
+             "epoch": epochs_done, "rng": rng_state(learn)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(learn, path: Path) -> int:
+    """Restore a :func:`save_checkpoint` file into ``learn``; returns the completed epochs."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    learn.model.load_state_dict(state["model"])
+    if state["opt"] is not None:
+        if learn.opt is None:
+            learn.create_opt()
+        learn.opt.load_state_dict(state["opt"])
+    set_rng_state(learn, state["rng"])
+    return int(state["epoch"])
+
+
+class RunDirCallback(Callback):
+    """Write ``metrics.csv`` (a row per epoch) and ``checkpoint.pth`` after every epoch, atomically.
+
+    Only the main process writes. Epochs skipped on resume are not logged again: the rows of
+    the earlier run are kept and the new ones appended.
+    """
+
+    order = 70  # after the Recorder has the epoch's values
+
+    def __init__(self, run_dir: Path, is_main: bool = True, rows: list[dict] | None = None):
+        self.run_dir, self.is_main = Path(run_dir), is_main
+        self.rows = list(rows or [])
+
+    def before_epoch(self) -> None:
+        self._trained, self._start = False, time.perf_counter()
+
+    def before_train(self) -> None:
+        self._trained = True
+
+    def after_epoch(self) -> None:
+        if not self._trained:
+            return
+        names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
+        row = {"epoch": self.epoch + 1}
+        row.update({n: float(v) for n, v in zip(names, self.recorder.values[-1])})
+        row["seconds"] = round(time.perf_counter() - self._start, 3)
+        self.rows.append(row)
+        if self.is_main:
+            write_text(self.run_dir / METRICS, rows_to_csv(self.rows))
+            save_checkpoint(self.learn, self.run_dir / CHECKPOINT, self.epoch + 1)
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """Rows of a metrics table as CSV text with a header (the columns of the first row)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["epoch"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """``metrics.csv`` back as rows of numbers."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RichProgressCallback(Callback):
+    """Progress bars for the fit and the current epoch, and a line per finished epoch (main process only)."""
+
+    order = 75
+
+    def __init__(self, console: Console | None = None, enabled: bool = True):
+        self.console, self.enabled = console or Console(stderr=True), enabled
+
+    def before_fit(self) -> None:
+        if not self.enabled:
+            return
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.fit_task = self.progress.add_task("epochs", total=self.n_epoch)
+        self.batch_task = None
+
+    def before_epoch(self) -> None:
+        self._trained = False
+        if self.enabled:
+            self.progress.update(self.fit_task, completed=self.epoch)
+
+    def before_train(self) -> None:
+        self._trained = True
+        self._new_task(f"epoch {self.epoch + 1} train", len(self.dl))
+
+    def before_validate(self) -> None:
+        self._new_task(f"epoch {self.epoch + 1} valid", len(self.dl))
+
+    def _new_task(self, name: str, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.batch_task is not None:
+            self.progress.remove_task(self.batch_task)
+        self.batch_task = self.progress.add_task(name, total=total)
+
+    def after_batch(self) -> None:
+        if self.enabled and self.batch_task is not None:
+            self.progress.advance(self.batch_task)
+
+    def after_epoch(self) -> None:
+        if not self.enabled or not self._trained:
+            return
+        rec = self.recorder
+        names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
+        stats = "  ".join(f"{n} {float(v):.4f}" for n, v in zip(names, rec.values[-1]))
+        self.progress.update(self.fit_task, completed=self.epoch + 1)
+        self.console.print(f"epoch {self.epoch + 1}/{self.n_epoch}  {stats}")
+
+    def after_fit(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also on Ctrl-C, which skips ``after_fit``)."""
+        if self.enabled and getattr(self, "progress", None) is not None:
+            self.progress.stop()
+            self.progress = None

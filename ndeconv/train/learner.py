@@ -1,0 +1,105 @@
+"""Build what a recipe describes: the timm model (BN or deconvolution), the Accelerator, the fastai Learner."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import timm
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import ParamScheduler, SchedCos
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.metrics import accuracy, top_k_accuracy
+from fastai.optimizer import SGD, Adam
+from fastcore.basics import noop
+from torch import nn
+
+from ..convert import deconvolve
+from ..errors import RecipeError
+from ..recipe import Recipe
+from .callbacks import AcceleratorCallback
+
+__all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "fit_recipe", "top5"]
+
+_MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """``timm.create_model`` for the recipe's data, deconvolved when ``model.norm`` is ``deconv``."""
+    m, d = recipe.model, recipe.data
+    if not timm.is_model(m.name):
+        raise RecipeError(f"model.name: unknown timm model '{m.name}' (see timm.list_models() or `ndeconv models`)")
+    try:
+        model = timm.create_model(m.name, pretrained=False, num_classes=d.num_classes, in_chans=d.channels,
+                                  drop_rate=m.drop_rate)
+    except TypeError as e:
+        raise RecipeError(f"model.name: cannot build '{m.name}' for this data ({e})") from None
+    if m.norm == "deconv":
+        deconvolve(model, **dataclasses.asdict(m.deconv))
+    return model
+
+
+def process_state() -> PartialState:
+    """This process's place in a launch (rank, world size), initialising Accelerate for CPU when there is no GPU.
+
+    Under ``accelerate launch --multi_gpu`` on a CPU-only machine this gives gloo processes;
+    a bare ``PartialState()`` would silently fall back to one process each.
+    """
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def make_accelerator(precision: str, cpu: bool | None = None) -> Accelerator:
+    """An ``Accelerator`` with the recipe's mixed precision (``fp32`` means none).
+
+    Accelerate keeps one precision per process; a later run in the same process (a notebook
+    comparing fp32 and bf16) resets that part of its state, keeping the process group.
+    """
+    mixed = _MIXED[precision]
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    if mixed == "fp16" and cpu:
+        raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed, cpu=cpu)
+
+
+def top5(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    """Top-5 accuracy."""
+    return top_k_accuracy(inp, targ, k=5)
+
+
+def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator,
+                  cbs: list | None = None) -> Learner:
+    """A fastai Learner with the recipe's optimizer and metrics, driven by ``accelerator``.
+
+    SGD uses classic momentum and L2 weight decay on every parameter, as ``torch.optim.SGD``
+    did in the paper's code; AdamW decouples it. fastai's console progress is replaced by
+    ndeconv's rich callback.
+    """
+    o = recipe.optim
+    if o.name == "sgd":
+        opt_func = partial(SGD, mom=o.momentum, decouple_wd=False)
+    else:
+        opt_func = partial(Adam, mom=o.momentum, decouple_wd=True)
+    metrics = [accuracy] + ([top5] if recipe.data.num_classes >= 100 else [])
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=opt_func, lr=o.lr, metrics=metrics,
+                    wd=o.weight_decay, wd_bn_bias=True, cbs=[AcceleratorCallback(accelerator), *(cbs or [])])
+    learn.remove_cb(ProgressCallback)
+    learn.logger = noop
+    return learn
+
+
+def fit_recipe(learn: Learner, recipe: Recipe, start_epoch: int = 0) -> None:
+    """Train for ``train.epochs`` with the recipe's per-iteration schedule, from ``start_epoch``."""
+    o, epochs = recipe.optim, recipe.train.epochs
+    if o.schedule == "one_cycle":
+        learn.fit_one_cycle(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch)
+    elif o.schedule == "cosine":
+        learn.fit(epochs, o.lr, wd=o.weight_decay, cbs=ParamScheduler({"lr": SchedCos(o.lr, 0.0)}),
+                  start_epoch=start_epoch)
+    else:
+        learn.fit(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch)

@@ -1,0 +1,136 @@
+"""One training run: recipe in, complete run directory out (and resumable if interrupted).
+
+A run directory holds ``config.yaml`` (the resolved recipe), ``metrics.csv`` (a row per epoch),
+``checkpoint.pth`` (after every epoch), and, once training finished, ``model.safetensors`` and
+``results.json``. ``results.json`` is written last: its presence marks a complete run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+from fastai.torch_core import set_seed
+from rich.console import Console
+from safetensors.torch import save_model
+
+from .. import __version__
+from ..data import load_splits, make_dataloaders
+from ..errors import RecipeError, RunDirError
+from ..io import atomic_write, write_json, write_yaml
+from ..recipe import Recipe, parse_recipe, recipe_to_dict
+from .callbacks import CHECKPOINT, METRICS, RichProgressCallback, RunDirCallback, load_checkpoint, read_metrics, \
+    save_checkpoint
+from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
+
+__all__ = ["train", "resume", "default_run_dir", "load_run_recipe", "CONFIG", "RESULTS", "WEIGHTS"]
+
+CONFIG, RESULTS, WEIGHTS = "config.yaml", "results.json", "model.safetensors"
+
+
+def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
+    """``runs/<recipe>-<model>-<norm>-<YYYYmmdd-HHMMSS>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{recipe.name}-{recipe.model.name}-{recipe.model.norm}-{stamp}"
+
+
+def load_run_recipe(run_dir: str | Path) -> Recipe:
+    """The resolved recipe a run directory was trained with."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    config = run_dir / CONFIG
+    if not config.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
+    return parse_recipe(yaml.safe_load(config.read_text()), str(config))
+
+
+def _num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None, progress: bool,
+         sync_stats: bool, cbs: list | None) -> dict:
+    set_seed(recipe.train.seed)
+    accelerator = make_accelerator(recipe.train.precision)
+    is_main = accelerator.is_main_process
+    splits = load_splits(recipe.data)
+    dls = make_dataloaders(recipe, splits=splits)
+    model = build_model(recipe)
+    if sync_stats and accelerator.num_processes > 1:
+        from ..distributed import sync_deconv_stats
+
+        sync_deconv_stats(model)
+    rows = read_metrics(run_dir / METRICS) if resuming and (run_dir / METRICS).exists() else []
+    run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
+    progress_cb = RichProgressCallback(console, enabled=progress and is_main)
+    learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *(cbs or [])])
+    start_epoch = 0
+    if resuming:
+        start_epoch = load_checkpoint(learn, run_dir / CHECKPOINT)
+        run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
+    elif is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
+    accelerator.wait_for_everyone()
+    try:
+        fit_recipe(learn, recipe, start_epoch)
+    except KeyboardInterrupt:
+        progress_cb.close()
+        if is_main:
+            save_checkpoint(learn, run_dir / CHECKPOINT, len(run_cb.rows))
+        raise
+    accelerator.wait_for_everyone()
+    last = run_cb.rows[-1]
+    results = {
+        "recipe": recipe.name, "model": recipe.model.name, "norm": recipe.model.norm,
+        "epochs": recipe.train.epochs, "accuracy": last["accuracy"], "valid_loss": last["valid_loss"],
+        "train_loss": last["train_loss"], "best_accuracy": max(r["accuracy"] for r in run_cb.rows),
+        "seconds": round(sum(r["seconds"] for r in run_cb.rows), 3), "params": _num_params(learn.model),
+        "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
+        "world_size": accelerator.num_processes, "precision": recipe.train.precision,
+        "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
+        "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    }
+    if "top5" in last:
+        results["top5"] = last["top5"]
+    if is_main:
+        atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
+        write_json(run_dir / RESULTS, results)
+    accelerator.wait_for_everyone()
+    return results
+
+
+def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | None = None, progress: bool = True,
+          sync_stats: bool = True, cbs: list | None = None) -> tuple[Path, dict]:
+    """Train ``recipe`` into a new run directory (``out`` or :func:`default_run_dir`); returns it and the results.
+
+    ``sync_stats`` all-reduces deconvolution statistics in multi-process runs; ``cbs`` are extra
+    fastai callbacks for the Learner.
+
+    Everything that can be wrong with the input (data source, columns, model name, precision) is
+    checked before the directory is created.
+    """
+    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    if process_state().is_main_process and run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"{run_dir}: already exists and is not empty (use --resume {run_dir} to continue it)")
+    return run_dir, _run(recipe, run_dir, False, console, progress, sync_stats, cbs)
+
+
+def resume(run_dir: str | Path, *, console: Console | None = None, progress: bool = True,
+           sync_stats: bool = True, cbs: list | None = None) -> tuple[Path, dict]:
+    """Continue an interrupted run from its last checkpoint; a finished run returns its results unchanged."""
+    run_dir = Path(run_dir)
+    recipe = load_run_recipe(run_dir)
+    if (run_dir / RESULTS).is_file():
+        return run_dir, json.loads((run_dir / RESULTS).read_text())
+    if not (run_dir / CHECKPOINT).is_file():
+        raise RunDirError(f"{run_dir}: no {CHECKPOINT} to resume from (the run stopped before its first epoch "
+                          "ended; start it again)")
+    if recipe.data.path is not None and not Path(recipe.data.path).exists():
+        raise RecipeError(f"{run_dir / CONFIG}: data.path {recipe.data.path} no longer exists")
+    return run_dir, _run(recipe, run_dir, True, console, progress, sync_stats, cbs)

@@ -1,0 +1,134 @@
+"""Scale: real `accelerate launch` with 2 CPU processes over gloo, bf16 autocast on CPU, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ndeconv
+from ndeconv.data import make_dataloaders
+from ndeconv.launch import accelerate_command
+from ndeconv.recipe import load_recipe
+from ndeconv.train import build_learner, build_model, fit_recipe, make_accelerator, read_metrics
+
+ROOT = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "ndeconv"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.slow
+def test_two_processes_through_accelerate_launch_agree(tiny_recipe, tmp_path):
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    weights.mkdir()
+    proc = subprocess.run(accelerate_command(2) + [str(ROOT / "ddp_probe.py"), str(tiny_recipe), str(out),
+                                                   str(weights)], capture_output=True, text=True, env=_env(),
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml", "weights"]  # one run directory
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["sync_stats"] is True
+    assert results["accuracy"] > 0.375
+    assert len(read_metrics(out / "metrics.csv")) == 2
+    rank0, rank1 = (load_file(weights / f"rank{r}.safetensors") for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    running = [k for k in rank0 if "running_deconv" in k]
+    assert running  # the deconvolution estimates are among the compared tensors
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    saved = load_file(out / "model.safetensors")
+    for key in saved:
+        assert torch.equal(saved[key], rank0[key]), key
+
+
+@pytest.mark.slow
+def test_cli_num_processes_launches_and_reports(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(CLI + ["train", str(tiny_recipe), "--num-processes", "2", "--epochs", "1",
+                                 "--no-sync-stats", "--out", str(out), "-q"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert (results["world_size"], results["sync_stats"], results["epochs"]) == (2, False, 1)
+
+
+def test_bf16_autocast_is_active_on_cpu(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, {"train.precision": "bf16", "train.epochs": 2})
+    model = build_model(recipe)
+    convs = [m for m in model.modules() if isinstance(m, ndeconv.FastDeconv)]
+    seen = []
+    hooks = [c.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype, m.training))) for c in convs]
+    accelerator = make_accelerator("bf16", cpu=True)
+    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), model, accelerator)
+    try:
+        fit_recipe(learn, recipe)
+    finally:
+        for h in hooks:
+            h.remove()
+        make_accelerator("fp32", cpu=True)  # leave Accelerate's per-process state as other tests expect
+    train_outputs = [out for _, out, training in seen if training]
+    assert train_outputs and all(dtype == torch.bfloat16 for dtype in train_outputs)
+    assert any(inp == torch.bfloat16 for inp, _, _ in seen)  # later layers take bf16 activations
+    assert all(c.running_deconv.dtype == torch.float32 for c in convs)  # statistics stay float32
+    train_loss, valid_loss, accuracy = learn.recorder.values[-1]
+    assert torch.isfinite(torch.tensor([train_loss, valid_loss])).all()
+    assert accuracy > 0.375
+
+
+def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.exists() and len(read_metrics(path)) >= n:
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("the run never finished its first epoch")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_completion(tiny_recipe, tmp_path, sig):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["train", str(tiny_recipe), "--epochs", "3", "--batch-size", "8", "--out",
+                                   str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(out / "metrics.csv", 1, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and f"ndeconv train --resume {out}" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (out / "results.json").exists()
+    done = len(read_metrics(out / "metrics.csv"))
+    assert 1 <= done < 3
+    resumed = subprocess.run(CLI + ["train", "--resume", str(out), "-q"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 3 and results["accuracy"] == pytest.approx(rows[-1]["accuracy"])
+
+
+def test_resume_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ndeconv.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "run directory not found" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["train", "--resume", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "not a run directory (no config.yaml)" in empty.output

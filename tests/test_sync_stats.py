@@ -1,0 +1,72 @@
+"""Synchronised deconvolution statistics: 2 gloo processes whiten exactly like one process on the whole batch."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import ndeconv
+
+
+def _layers():
+    torch.manual_seed(0)
+    conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, n_iter=4).double()
+    linear = ndeconv.Delinear(10, 4, block=5, n_iter=4).double()
+    channel = ndeconv.ChannelDeconv(7, block=4, n_iter=4).double()  # 3 leftover channels
+    return conv, linear, channel
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 6, 5, 5, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, 6).view(1, 6, 1, 1)
+    z = torch.randn(8, 10, generator=g, dtype=torch.float64) + 0.3
+    c = torch.randn(8, 7, 3, 3, generator=g, dtype=torch.float64)
+    return x, z, c
+
+
+def _step(layers, x, z, c, shard=slice(None)):
+    """One forward/backward of the batch's ``shard``; returns outputs, input and weight gradients and the
+    running estimates. The loss weights each output element by its position in the whole batch."""
+    x, z, c = (t[shard].clone().requires_grad_(True) for t in (x, z, c))
+    outs = [layer(t) for layer, t in zip(layers, (x, z, c))]
+    weights = [torch.linspace(-1, 1, 8 * o[0].numel(), dtype=o.dtype).view(8, *o.shape[1:])[shard] for o in outs]
+    sum(((o * w) ** 2).sum() for o, w in zip(outs, weights)).backward()
+    state = {f"{i}.{k}": v.clone() for i, layer in enumerate(layers) for k, v in layer.state_dict().items()}
+    return [o.detach() for o in outs], [x.grad, z.grad, c.grad], state, [l.weight.grad.clone() for l in layers[:2]]
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    layers = _layers()
+    for layer in layers:
+        ndeconv.sync_deconv_stats(layer)
+    shard = slice(rank * 4, rank * 4 + 4)
+    outs, grads, state, wgrads = _step(layers, *_inputs(), shard=shard)
+    torch.save({"outs": outs, "grads": grads, "state": state, "wgrads": wgrads}, os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    outs, grads, state, wgrads = _step(_layers(), *_inputs())  # one process, the whole batch
+    for i in range(3):
+        torch.testing.assert_close(torch.cat([ranks[0]["outs"][i], ranks[1]["outs"][i]]), outs[i])
+        # the loss is a sum over samples, so each rank's input gradient is its shard of the full one
+        torch.testing.assert_close(torch.cat([ranks[0]["grads"][i], ranks[1]["grads"][i]]), grads[i])
+    for key, value in state.items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, msg=key)
+        torch.testing.assert_close(ranks[1]["state"][key], value, msg=key)
+    for i in range(2):  # weight gradients summed over ranks (what DDP's all-reduce does before averaging)
+        torch.testing.assert_close(ranks[0]["wgrads"][i] + ranks[1]["wgrads"][i], wgrads[i])
+
+
+def test_without_a_process_group_sync_changes_nothing():
+    layers = _layers()
+    reference = _step(_layers(), *_inputs())
+    assert sum(ndeconv.sync_deconv_stats(layer) for layer in layers) == 3
+    synced = _step(layers, *_inputs())
+    for a, b in zip(reference[0] + reference[1], synced[0] + synced[1]):
+        torch.testing.assert_close(a, b)
