@@ -3,6 +3,7 @@
 from . import functional, models
 from .convert import ConversionReport, UnsupportedLayerError, deconvolve
 from .distributed import sync_deconv_stats
+from .fuse import fuse
 from .layers import ChannelDeconv, Delinear, FastDeconv
 from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
 
@@ -16,6 +17,7 @@ __all__ = [
     "Delinear",
     "deconvolve",
     "sync_deconv_stats",
+    "fuse",
     "ConversionReport",
     "UnsupportedLayerError",
     "register_rule",

@@ -48,6 +48,16 @@ class Delinear(WhiteningState, nn.Linear):
             )
         return F.linear(x, weight.to(x.dtype), bias.to(x.dtype))
 
+    @torch.no_grad()
+    def fused(self) -> nn.Linear:
+        """The plain ``nn.Linear`` that computes this layer's eval function (running estimates folded in)."""
+        weight, bias = DF.fold_linear(self.weight, self.bias, self.running_mean, self.running_deconv)
+        linear = nn.Linear(self.in_features, self.out_features, True, device=self.weight.device,
+                           dtype=self.weight.dtype)
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+        return linear.train(self.training)
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, **deconv_kwargs) -> "Delinear":
         """A ``Delinear`` with ``linear``'s shape and weights."""

@@ -80,6 +80,17 @@ class FastDeconv(WhiteningState, nn.Conv2d):
             )
         return F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), self.stride, padding, self.dilation, self.groups)
 
+    @torch.no_grad()
+    def fused(self) -> nn.Conv2d:
+        """The plain ``nn.Conv2d`` that computes this layer's eval function (running estimates folded in)."""
+        weight, bias = DF.fold_conv(self.weight, self.bias, self.running_mean, self.running_deconv, self.groups)
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, True, self.padding_mode, device=self.weight.device,
+                         dtype=self.weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+        return conv.train(self.training)
+
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bias: bool | None = None, **deconv_kwargs) -> "FastDeconv":
         """A ``FastDeconv`` with ``conv``'s geometry and weights (bias added as zeros if asked)."""
