@@ -1,4 +1,4 @@
-"""The ``ndeconv`` command line (Typer): ``train``, ``recipes``, ``models``, ``export``.
+"""The ``ndeconv`` command line (Typer): ``train``, ``recipes``, ``models``, ``compare``, ``export``.
 
 Bad input (recipe, data, run directory, unsupported layer) ends with one ``error: ...`` line on
 stderr and exit status 2, never a traceback.
@@ -167,8 +167,7 @@ def train_cmd(
                                      sync_stats=sync_stats, quiet=quiet)
         if code != 0:
             raise typer.Exit(code)
-        console.print(summary_table(run_dir, results))
-        return
+        return  # rank 0 of the launched processes printed the summary
     try:
         if resume is None:
             run_dir, results = train(r, run_dir, console=err_console, progress=not quiet, sync_stats=sync_stats)
@@ -182,6 +181,118 @@ def train_cmd(
 
     if process_state().is_main_process:
         console.print(summary_table(run_dir, results))
+
+
+def _csv_list(text: str, option: str, cast: type = str) -> list:
+    from .errors import RecipeError
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [cast(t) for t in items]
+    except ValueError:
+        raise RecipeError(f"{option} {text}: expected a comma-separated list of {cast.__name__}s") from None
+    if not values:
+        raise RecipeError(f"{option}: empty list")
+    return values
+
+
+@app.command("compare")
+@friendly_errors
+def compare_cmd(
+    recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated timm models [default: the recipe's]."),
+    epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 [default: the recipe's]."),
+    data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder."),
+    limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
+    out: Optional[Path] = typer.Option(None, help="Output directory [default: runs/compare-<recipe>]."),
+    set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.lr=0.05."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train each model with BN and with deconvolution for each epoch budget; write the paper's Table 1."""
+    import timm
+
+    from .compare import rich_table, run_comparison, write_outputs
+    from .errors import RecipeError
+    from .recipe import load_recipe
+
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+    r = load_recipe(recipe, _overrides(None, None, None, None, None, None, data, limit_train, None, set_))
+    names = _csv_list(models, "--models") if models else [r.model.name]
+    unknown = [m for m in names if not timm.is_model(m)]
+    if unknown:
+        raise RecipeError(f"--models: unknown timm model '{unknown[0]}'")
+    budgets = _csv_list(epochs, "--epochs", int) if epochs else [r.train.epochs]
+    if any(b < 1 for b in budgets):
+        raise RecipeError(f"--epochs {epochs}: budgets must be positive")
+    out = out or Path("runs") / f"compare-{r.name}"
+    cells = run_comparison(r, names, budgets, out, console=err_console, progress=not quiet)
+    subset = f", {r.train.limit_train} training images" if r.train.limit_train else ""
+    title = f"{r.name}: BN vs network deconvolution (ND){subset}"
+    rows = write_outputs(cells, budgets, out, title)
+    console.print(rich_table(rows, budgets, title))
+    console.print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.png'}", highlight=False)
+
+
+VIZ_KINDS = ("kernels", "correlation", "sparsity", "linear")
+
+
+@app.command("viz")
+@friendly_errors
+def viz_cmd(
+    kind: str = typer.Argument(..., help="kernels, correlation, sparsity or linear."),
+    out: Path = typer.Option(..., help="PNG file to write."),
+    run: Optional[Path] = typer.Option(None, help="kernels: the first layer's learned kernels of this run."),
+    data: Optional[Path] = typer.Option(None, help="Images: a parquet directory or image folder (train split)."),
+    image_column: str = typer.Option("img", help="Image column of --data parquet files."),
+    kernel_size: int = typer.Option(5, help="Patch size for kernels and sparsity (correlation uses 3)."),
+) -> None:
+    """Render the paper's pictures from real images (default: scikit-learn's bundled photos)."""
+    from . import viz
+    from .errors import RecipeError
+
+    if kind not in VIZ_KINDS:
+        raise RecipeError(f"viz {kind}: choose one of {', '.join(VIZ_KINDS)}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise RecipeError(f"--kernel-size {kernel_size}: must be a positive odd number")
+    images = _viz_images(data, image_column) if kind != "linear" else None
+    if kind == "kernels":
+        if run is not None:
+            path = viz.plot_kernels(viz.run_kernels(run), out, f"learned deconvolution kernels, first layer of {run}")
+        else:
+            kernels = viz.deconv_kernels(images, kernel_size)
+            path = viz.plot_kernels(kernels, out, f"deconvolution kernels of {kernel_size}x{kernel_size} patches")
+    elif kind == "correlation":
+        path = viz.plot_correlation(images, out)
+    elif kind == "sparsity":
+        path = viz.plot_sparsity(images, out, kernel_size)
+    else:
+        losses = viz.linear_experiment()
+        path = viz.plot_linear(losses, out)
+        for name, (lr, history) in losses.items():
+            console.print(f"{name}: best lr {lr:g}, loss after 20 iterations {history[19]:.3f}, "
+                          f"final {sum(history[-20:]) / 20:.3f}", highlight=False)
+    console.print(f"wrote {path}", highlight=False)
+
+
+def _viz_images(data: Path | None, image_column: str):
+    """The bundled photos, or up to 64 training images of a dataset directory as float [0, 1]."""
+    from . import viz
+
+    if data is None:
+        return viz.sample_images()
+    from .data import load_splits
+    from .data.tensors import decode_split
+    from .recipe import DataSpec
+
+    splits = load_splits(DataSpec(num_classes=1, image_size=64, mean=[0.5] * 3, std=[0.5] * 3,
+                                  path=str(data.expanduser().resolve()), image_column=image_column))
+    subset = splits.train.select(range(min(64, len(splits.train))))
+    labels_ignored = 1 << 30
+    images, _ = decode_split(subset, splits.image_column, splits.label_column, 3, 64, labels_ignored)
+    return images.double() / 255.0
 
 
 @app.command("export")
