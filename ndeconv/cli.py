@@ -135,7 +135,7 @@ def train_cmd(
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
     data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder (data.path)."),
     out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<recipe>-<model>-<norm>-<time>]."),
-    limit_train: Optional[int] = typer.Option(None, help="Train on the first N training examples."),
+    limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
     seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
     set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import yaml
 
 from .errors import RecipeError
+from .rules import DeconvConfig
 
 __all__ = [
-    "Recipe", "DataSpec", "ModelSpec", "DeconvSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
+    "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
     "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes",
 ]
 
@@ -55,25 +56,14 @@ class DataSpec:
 
 
 @dataclass
-class DeconvSpec:
-    """Arguments of :func:`ndeconv.deconvolve` (the paper's defaults)."""
-
-    block: int = 64
-    block_fc: int = 512
-    sampling_stride: int = 3
-    n_iter: int = 5
-    eps: float = 1e-5
-    stem_n_iter: int | None = None
-
-
-@dataclass
 class ModelSpec:
-    """A timm model name and how it is normalised: ``bn`` as built, or ``deconv``."""
+    """A timm model name and how it is normalised: ``bn`` as built, or ``deconv`` (with
+    ``deconv``: the arguments of :func:`ndeconv.deconvolve`)."""
 
     name: str
     norm: Norm = "deconv"
     drop_rate: float = 0.0
-    deconv: DeconvSpec = field(default_factory=DeconvSpec)
+    deconv: DeconvConfig = field(default_factory=DeconvConfig)
 
 
 @dataclass

@@ -131,11 +131,13 @@ class WhiteningState:
         """``fold()``, memoised in eval while none of ``inputs`` changed (data pointer, version).
 
         Training, or a forward that needs gradients to the weights, always folds afresh, so eval
-        under ``no_grad`` costs one plain convolution / matmul.
+        under ``no_grad`` costs one plain convolution / matmul. Under ``torch.compile`` the fold is
+        part of the graph (no cache, no graph break); :func:`ndeconv.fuse` removes it entirely.
         """
         tensors = [t for t in inputs if t is not None]
         if (
-            self.training
+            torch.compiler.is_compiling()  # the cache key (data pointers) cannot be traced: fold in-graph
+            or self.training
             or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             or any(t.is_inference() for t in tensors)
         ):
