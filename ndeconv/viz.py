@@ -96,7 +96,7 @@ def _figure(rows: int, cols: int, size: float = 2.2):
 def _save(plt, fig, path: str | Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
-    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
     plt.close(fig)
     return written
 
