@@ -77,6 +77,7 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
     (["{recipe}", "--norm", "group"], "model.norm must be one of 'bn' | 'deconv'"),
     (["{bad_key}"], "unknown key 'train.epoch'"),
     (["{bad_type}"], "optim.lr must be a number, got 'fast'"),
+    (["cifar10", "--epochs", "1"], "cannot load 'uoft-cs/cifar10'"),  # offline: the hub is unreachable
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_recipe, tiny_parquet, tmp_path, args, message):
     bad_key = write_tiny_recipe(tmp_path / "bad_key.yaml", tiny_parquet, train={"epoch": 2})
