@@ -140,6 +140,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     models = list(dict.fromkeys(c.model for c in cells))
     longest = {m: max(c.epochs for c in cells if c.model == m) for m in models}
@@ -156,6 +157,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
             ax.plot(epochs, acc, label=LABEL[cell.norm], **style)
         ax.set_title(model)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
