@@ -20,7 +20,7 @@ from rich.table import Table
 from .errors import RunDirError
 from .io import atomic_write, write_text
 from .recipe import Recipe, apply_override, parse_recipe
-from .train.callbacks import read_metrics
+from .train.checkpoint import read_metrics
 from .train.run import CONFIG, RESULTS, resume, train
 
 __all__ = ["Cell", "run_comparison", "table_rows", "table_markdown", "table_csv", "plot_curves"]

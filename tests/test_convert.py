@@ -1,6 +1,5 @@
 """deconvolve(), the rule registry and the paper's CIFAR models."""
 
-import warnings
 
 import pytest
 import timm

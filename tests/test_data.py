@@ -99,13 +99,13 @@ def test_parquet_source_and_cache(tiny_parquet):
                     image_column="img")
     splits = load_splits(spec)
     assert (len(splits.train), len(splits.valid)) == (N_TRAIN, N_TEST)
-    images, labels = cached_split(splits.train, splits.key + "-t", "img", "label", 3, SIZE, CLASSES)
+    images, labels = cached_split(splits.train, splits.key + "-probe", "img", "label", 3, SIZE, CLASSES)
     expected, expected_labels = tiny_arrays(N_TRAIN, 0)
     assert torch.equal(images, torch.from_numpy(expected).permute(0, 3, 1, 2))
     assert torch.equal(labels, torch.from_numpy(expected_labels))
-    files = list(cache_dir().glob(f"*{splits.key}-t*.pt"))
+    files = list(cache_dir().glob(f"*{splits.key}-probe-*.pt"))
     assert len(files) == 1
-    again = cached_split(splits.train, splits.key + "-t", "img", "label", 3, SIZE, CLASSES)
+    again = cached_split(splits.train, splits.key + "-probe", "img", "label", 3, SIZE, CLASSES)
     assert torch.equal(again[0], images)
 
 

@@ -1,6 +1,5 @@
 """The notebooks in nbs/ execute top to bottom (small settings: NDECONV_NB_SMALL=1)."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -23,8 +23,8 @@ from ..data import load_splits, make_dataloaders
 from ..errors import RecipeError, RunDirError
 from ..io import atomic_write, write_json, write_yaml
 from ..recipe import Recipe, parse_recipe, recipe_to_dict
-from .callbacks import CHECKPOINT, METRICS, RichProgressCallback, RunDirCallback, load_checkpoint, read_metrics, \
-    save_checkpoint
+from .callbacks import RichProgressCallback, RunDirCallback
+from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics, save_checkpoint
 from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
 
 __all__ = ["train", "resume", "default_run_dir", "load_run_recipe", "CONFIG", "RESULTS", "WEIGHTS"]
