@@ -128,9 +128,9 @@ class RunDirCallback(Callback):
         row.update({n: float(v) for n, v in zip(names, self.recorder.values[-1])})
         row["seconds"] = round(time.perf_counter() - self._start, 3)
         self.rows.append(row)
-        if self.is_main:
-            write_text(self.run_dir / METRICS, rows_to_csv(self.rows))
+        if self.is_main:  # checkpoint first: a metrics row always has its checkpoint, even after a kill
             save_checkpoint(self.learn, self.run_dir / CHECKPOINT, self.epoch + 1)
+            write_text(self.run_dir / METRICS, rows_to_csv(self.rows))
 
 
 class RichProgressCallback(Callback):
