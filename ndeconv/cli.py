@@ -52,6 +52,14 @@ def _root() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 
+def _quiet_datasets(quiet: bool) -> None:
+    """``--quiet`` also silences the progress bars of ``datasets``."""
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 def _params_m(model) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
@@ -150,10 +158,7 @@ def train_cmd(
     from .train import resume as resume_run
     from .train import train
 
-    if quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
+    _quiet_datasets(quiet)
     if resume is None:
         r = load_recipe(recipe, _overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
                                            set_))
@@ -215,10 +220,7 @@ def compare_cmd(
     from .errors import RecipeError
     from .recipe import load_recipe
 
-    if quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
+    _quiet_datasets(quiet)
     r = load_recipe(recipe, _overrides(None, None, None, None, None, None, data, limit_train, None, set_))
     names = _csv_list(models, "--models") if models else [r.model.name]
     unknown = [m for m in names if not timm.is_model(m)]

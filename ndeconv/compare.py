@@ -95,16 +95,22 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
 
 
+def _accuracy_cells(row: dict, budgets: list[int], emphasis: str) -> list[str]:
+    """BN and ND accuracies per budget, ND wrapped in ``emphasis`` where it beats BN."""
+    cells = []
+    for e in budgets:
+        bn, nd = row[f"BN_{e}ep"], row[f"ND_{e}ep"]
+        cells += [f"{bn:.2f}", emphasis.format(f"{nd:.2f}") if nd > bn else f"{nd:.2f}"]
+    return cells
+
+
 def table_markdown(rows: list[dict], budgets: list[int], title: str) -> str:
     """The paper's Table 1 layout: model (params) | BN e1 | ND e1 | BN e2 | ND e2 ..."""
     head = ["model (params)"] + [f"{n} {e} ep" for e in budgets for n in ("BN", "ND")]
     lines = [f"**{title}** (validation accuracy, %)", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for row in rows:
-        cells = [f"{row['model']} ({row['params_M']}M)"]
-        for e in budgets:
-            bn, nd = row[f"BN_{e}ep"], row[f"ND_{e}ep"]
-            cells += [f"{bn:.2f}", f"**{nd:.2f}**" if nd > bn else f"{nd:.2f}"]
+        cells = [f"{row['model']} ({row['params_M']}M)", *_accuracy_cells(row, budgets, "**{}**")]
         lines.append("| " + " | ".join(cells) + " |")
     seconds = ", ".join(f"{row['model']} {e} ep: BN {row[f'BN_{e}ep_seconds']} s, ND {row[f'ND_{e}ep_seconds']} s"
                         for row in rows for e in budgets)
@@ -126,11 +132,7 @@ def rich_table(rows: list[dict], budgets: list[int], title: str) -> Table:
         for n in ("BN", "ND"):
             table.add_column(f"{n} {e} ep", justify="right")
     for row in rows:
-        values = []
-        for e in budgets:
-            bn, nd = row[f"BN_{e}ep"], row[f"ND_{e}ep"]
-            values += [f"{bn:.2f}", f"[bold]{nd:.2f}[/bold]" if nd > bn else f"{nd:.2f}"]
-        table.add_row(f"{row['model']} ({row['params_M']}M)", *values)
+        table.add_row(f"{row['model']} ({row['params_M']}M)", *_accuracy_cells(row, budgets, "[bold]{}[/bold]"))
     return table
 
 

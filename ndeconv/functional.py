@@ -187,12 +187,17 @@ class _WhiteningStats(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_mean: Tensor | None, grad_cov: Tensor | None) -> tuple[Tensor, None]:
         (centred,) = ctx.saved_tensors
-        m = centred.shape[1]
-        base = centred.new_zeros(()) if grad_mean is None else (grad_mean / m).unsqueeze(1)
-        if grad_cov is None:
-            return base.expand_as(centred).clone(), None
-        sym = grad_cov + grad_cov.transpose(1, 2)
-        return torch.baddbmm(base.expand_as(centred), centred, sym, alpha=1.0 / m), None
+        return _samples_grad(centred, grad_mean, grad_cov, centred.shape[1]), None
+
+
+def _samples_grad(centred: Tensor, grad_mean: Tensor | None, grad_cov: Tensor | None, count: float) -> Tensor:
+    """Gradient of the samples from those of the mean and covariance: ``Sc (G + G^T) / n + g_mu / n``,
+    ``n`` the number of samples the statistics were taken over."""
+    base = centred.new_zeros(()) if grad_mean is None else (grad_mean / count).unsqueeze(1)
+    if grad_cov is None:
+        return base.expand_as(centred).clone()
+    sym = grad_cov + grad_cov.transpose(1, 2)
+    return torch.baddbmm(base.expand_as(centred), centred, sym, alpha=1.0 / count)
 
 
 def sync_whitening_stats(samples: Tensor, eps: float, group: object | None = None) -> tuple[Tensor, Tensor]:
@@ -239,9 +244,7 @@ class _SyncWhiteningStats(torch.autograd.Function):
         flat = torch.cat([grad_mean.flatten(), grad_cov.flatten()])
         dist.all_reduce(flat, group=ctx.group)
         grad_mean, grad_cov = flat[: g * f].view(g, f), flat[g * f:].view(g, f, f)
-        sym = grad_cov + grad_cov.transpose(1, 2)
-        base = (grad_mean / total).unsqueeze(1).expand_as(centred)
-        return torch.baddbmm(base, centred, sym, alpha=1.0 / float(total)), None, None
+        return _samples_grad(centred, grad_mean, grad_cov, float(total)), None, None
 
 
 def isqrt_newton_schulz(cov: Tensor, n_iter: int) -> Tensor:

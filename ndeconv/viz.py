@@ -16,7 +16,7 @@ from torch import Tensor
 from .io import atomic_write
 
 __all__ = [
-    "sample_images", "patch_stats", "deconv_kernels", "deconvolve_images", "run_kernels", "linear_experiment",
+    "sample_images", "patch_stats", "centre_rows", "deconv_kernels", "deconvolve_images", "run_kernels", "linear_experiment",
     "plot_kernels", "plot_correlation", "plot_sparsity", "plot_linear",
 ]
 
@@ -45,6 +45,13 @@ def inverse_sqrt(cov: Tensor, eps: float) -> Tensor:
     return vecs @ torch.diag(vals.clamp_min(1e-12).rsqrt()) @ vecs.T
 
 
+def centre_rows(d: Tensor, c: int, kh: int, kw: int) -> Tensor:
+    """The rows of a patch whitening ``d`` (``f = c*kh*kw``, unfold order) that give each channel's
+    centre pixel, as ``(c, c, kh, kw)`` convolution kernels."""
+    centre = torch.arange(c) * kh * kw + (kh // 2) * kw + kw // 2
+    return d[centre].reshape(c, c, kh, kw)
+
+
 def deconv_kernels(images: Tensor, k: int = 5, eps: float = 1e-5, stride: int = 2) -> Tensor:
     """The deconvolution kernels of ``images``: ``(C, C, k, k)``.
 
@@ -55,8 +62,7 @@ def deconv_kernels(images: Tensor, k: int = 5, eps: float = 1e-5, stride: int = 
     c = images.shape[1]
     _, cov = patch_stats(images, k, stride)
     d = inverse_sqrt(cov, eps)
-    centre = torch.arange(c) * k * k + (k // 2) * k + k // 2
-    return d[centre].reshape(c, c, k, k)
+    return centre_rows(d, c, k, k)
 
 
 def deconvolve_images(images: Tensor, kernels: Tensor) -> Tensor:
@@ -78,9 +84,7 @@ def run_kernels(run_dir: str | Path) -> Tensor:
 
         raise RunDirError(f"{run_dir}: the model has no deconvolution layer (trained with norm bn?)")
     c, (kh, kw) = first.block, first.kernel_size
-    d = first.running_deconv[0].double()
-    centre = torch.arange(c) * kh * kw + (kh // 2) * kw + kw // 2
-    return d[centre].reshape(c, c, kh, kw)
+    return centre_rows(first.running_deconv[0].double(), c, kh, kw)
 
 
 def _figure(rows: int, cols: int, size: float = 2.2):

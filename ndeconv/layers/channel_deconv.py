@@ -100,8 +100,7 @@ class ChannelDeconv(WhiteningState, nn.Module):
         ``-A mu``.
         """
         c, width = self.num_features, self.num_blocks * self.block
-        matrix = torch.zeros(c, c, dtype=torch.float32 if self.running_deconv.dtype != torch.float64
-                             else torch.float64, device=self.running_deconv.device)
+        matrix = torch.zeros(c, c, dtype=math_dtype(self.running_deconv.dtype), device=self.running_deconv.device)
         for g in range(self.num_blocks):
             sl = slice(g * self.block, (g + 1) * self.block)
             matrix[sl, sl] = self.running_deconv[g].t()

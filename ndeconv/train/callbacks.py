@@ -101,6 +101,12 @@ class AcceleratorCallback(Callback):
             self.dls.train.shard(0, 1)
 
 
+def epoch_stats(recorder) -> dict[str, float]:
+    """The Recorder's values for the epoch just finished, by name (train_loss, valid_loss, metrics)."""
+    names = recorder.metric_names[1:-1] if recorder.add_time else recorder.metric_names[1:]
+    return {n: float(v) for n, v in zip(names, recorder.values[-1])}
+
+
 class RunDirCallback(Callback):
     """Write ``metrics.csv`` (a row per epoch) and ``checkpoint.pth`` after every epoch, atomically.
 
@@ -123,9 +129,7 @@ class RunDirCallback(Callback):
     def after_epoch(self) -> None:
         if not self._trained:
             return
-        names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
-        row = {"epoch": self.epoch + 1}
-        row.update({n: float(v) for n, v in zip(names, self.recorder.values[-1])})
+        row = {"epoch": self.epoch + 1, **epoch_stats(self.recorder)}
         row["seconds"] = round(time.perf_counter() - self._start, 3)
         self.rows.append(row)
         if self.is_main:  # checkpoint first: a metrics row always has its checkpoint, even after a kill
@@ -176,9 +180,7 @@ class RichProgressCallback(Callback):
     def after_epoch(self) -> None:
         if not self.enabled or not self._trained:
             return
-        rec = self.recorder
-        names = rec.metric_names[1:-1] if rec.add_time else rec.metric_names[1:]
-        stats = "  ".join(f"{n} {float(v):.4f}" for n, v in zip(names, rec.values[-1]))
+        stats = "  ".join(f"{n} {v:.4f}" for n, v in epoch_stats(self.recorder).items())
         self.progress.update(self.fit_task, completed=self.epoch + 1)
         self.console.print(f"epoch {self.epoch + 1}/{self.n_epoch}  {stats}")
 
