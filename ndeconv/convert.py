@@ -10,7 +10,7 @@ from torch import nn
 
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
-__all__ = ["deconvolve", "ConversionReport", "UnsupportedLayerError"]
+__all__ = ["deconvolve", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
 
 
 class UnsupportedLayerError(TypeError):
@@ -51,6 +51,13 @@ def _stem_path(model: nn.Module) -> str | None:
     return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
+def stem_settings(model: nn.Module) -> dict[str, int]:
+    """The architecture's own first-layer settings (``n_iter``, ``freeze_iter``), from its
+    ``pretrained_cfg["deconv_stem"]`` (see ``ndeconv.models.PAPER_STEM``); empty if it has none."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return dict(cfg.get("deconv_stem") or {})
+
+
 def deconvolve(
     model: nn.Module,
     block: int = 64,
@@ -59,21 +66,33 @@ def deconvolve(
     n_iter: int = 5,
     eps: float = 1e-5,
     stem_n_iter: int | None = None,
+    stem_freeze_iter: int | None = None,
     strict: bool = True,
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
 
     Every ``Conv2d`` becomes :class:`FastDeconv` (same geometry and weights, ``block``,
-    ``sampling_stride``, ``n_iter``, ``eps``; the first conv gets ``stem_n_iter`` if given), every
-    batch norm is removed (fused norm+act layers keep their activation), and with
-    ``block_fc > 0`` the classifier ``Linear`` becomes :class:`Delinear`. The rules come from the
-    registry (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
-    :class:`UnsupportedLayerError` naming it (``strict=True``) or is kept with a warning.
-    Converting twice is a no-op. The report is attached as ``model.deconv_report``.
+    ``sampling_stride``, ``n_iter``, ``eps``), every batch norm is removed (fused norm+act layers
+    keep their activation), and with ``block_fc > 0`` the classifier ``Linear`` becomes
+    :class:`Delinear`. The first conv gets ``stem_n_iter`` steps and freezes its estimate after
+    ``stem_freeze_iter`` steps; left as ``None``, they come from the architecture's
+    :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
+    freezing. The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
+    layer without a rule raises :class:`UnsupportedLayerError` naming it (``strict=True``) or is
+    kept with a warning. Converting twice is a no-op. The report is attached as
+    ``model.deconv_report``.
+
+    The weights are kept as given, so a trained model converts unchanged. A whitened layer is
+    nearly invariant to its weight's scale, so the starting scale sets the effective learning
+    rate: to start from the paper's (PyTorch's default) initialisation instead of a timm model's
+    BN-tuned one, call :func:`ndeconv.reset_parameters` on the model first.
     """
-    config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps, stem_n_iter)
+    stem = stem_settings(model)
+    config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps,
+                          stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
+                          stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter)
     report = ConversionReport()
-    stem, classifier = _stem_path(model), _classifier_path(model)
+    stem_path, classifier = _stem_path(model), _classifier_path(model)
 
     def visit(parent: nn.Module, prefix: str) -> None:
         for name, child in list(parent.named_children()):
@@ -91,7 +110,7 @@ def deconvolve(
                     report.skipped.append((path, kind))
                 visit(child, path)
                 continue
-            ctx = ConversionContext(path, config, is_stem=path == stem, is_classifier=path == classifier)
+            ctx = ConversionContext(path, config, is_stem=path == stem_path, is_classifier=path == classifier)
             new = rule(child, ctx)
             if new is not child:
                 setattr(parent, name, new)

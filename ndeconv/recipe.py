@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import RecipeError
+from .init import Init
 from .rules import DeconvConfig
 
 __all__ = [
@@ -57,11 +58,18 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    """A timm model name and how it is normalised: ``bn`` as built, or ``deconv`` (with
-    ``deconv``: the arguments of :func:`ndeconv.deconvolve`)."""
+    """A timm model name, its starting weights and how it is normalised: ``bn`` as built, or
+    ``deconv`` (with ``deconv``: the arguments of :func:`ndeconv.deconvolve`).
+
+    ``init: pytorch`` (the default) starts every layer from PyTorch's default initialisation, as
+    the paper's models did, for BN and deconvolution alike; ``init: model`` keeps the timm
+    model's own (often tuned for BN: with deconvolution it trains more slowly at the same
+    learning rate, see :mod:`ndeconv.init`).
+    """
 
     name: str
     norm: Norm = "deconv"
+    init: Init = "pytorch"
     drop_rate: float = 0.0
     deconv: DeconvConfig = field(default_factory=DeconvConfig)
 

@@ -32,6 +32,7 @@ class DeconvConfig:
     n_iter: int = 5
     eps: float = 1e-5
     stem_n_iter: int | None = None
+    stem_freeze_iter: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,13 @@ register_rule(FastDeconv, Delinear, ChannelDeconv, NormFreeAct)(keep)
 @register_rule(nn.Conv2d)
 def conv_to_fast_deconv(module: nn.Conv2d, ctx: ConversionContext) -> nn.Module:
     """Every conv becomes ``FastDeconv`` with its geometry and weights, plus a (zero) bias that
-    takes over the removed norm's shift."""
+    takes over the removed norm's shift; the first conv gets the stem's ``n_iter``/``freeze_iter``."""
     cfg = ctx.config
     n_iter = cfg.stem_n_iter if ctx.is_stem and cfg.stem_n_iter is not None else cfg.n_iter
+    freeze_iter = cfg.stem_freeze_iter if ctx.is_stem else None
     return FastDeconv.from_conv(
-        module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps
+        module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps,
+        freeze_iter=freeze_iter,
     )
 
 

@@ -5,7 +5,7 @@ After ``import ndeconv``, ``timm.create_model("resnet18_cifar", num_classes=10)`
 """
 
 from . import densenet, dpn, mobile, pnasnet, resnet, simple, vgg
-from ._common import CIFAR_MEAN, CIFAR_STD
+from ._common import CIFAR_MEAN, CIFAR_STD, PAPER_STEM
 
 CIFAR_MODELS = (
     "vgg11_cifar",
@@ -35,5 +35,5 @@ PAPER_PARAMS_M = {
     "efficientnetb0_cifar": 2.91,
 }
 
-__all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile", "pnasnet",
+__all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "PAPER_STEM", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile", "pnasnet",
            "resnet", "simple", "vgg"]

@@ -10,6 +10,15 @@ from torch import Tensor, nn
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
+#: First-layer deconvolution settings where the paper's code differs from the defaults (the
+#: other architectures use ``n_iter`` and never freeze): VGG whitens its 3-channel input with
+#: 15 Newton-Schulz steps and freezes that estimate after 100 training steps. Reaches
+#: :func:`ndeconv.deconvolve` through ``pretrained_cfg["deconv_stem"]``.
+PAPER_STEM: dict[str, dict[str, int]] = {
+    "vgg11_cifar": {"n_iter": 15, "freeze_iter": 100},
+    "vgg16_cifar": {"n_iter": 15, "freeze_iter": 100},
+}
+
 
 def cifar_cfg(**overrides: Any) -> dict[str, Any]:
     """timm-style ``pretrained_cfg`` for a 32x32 model (no weights are distributed)."""
@@ -34,7 +43,7 @@ def finish(model: nn.Module, name: str, first_conv: str, classifier: str) -> nn.
     """Attach the timm-style config to a built model."""
     model.pretrained_cfg = model.default_cfg = cifar_cfg(
         architecture=name, first_conv=first_conv, classifier=classifier,
-        num_classes=getattr(model, "num_classes", 10),
+        num_classes=getattr(model, "num_classes", 10), deconv_stem=dict(PAPER_STEM.get(name, {})),
     )
     return model
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..convert import deconvolve
 from ..errors import RecipeError
+from ..init import initialize
 from ..recipe import Recipe
 from .callbacks import AcceleratorCallback
 
@@ -29,7 +30,8 @@ _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def build_model(recipe: Recipe) -> nn.Module:
-    """``timm.create_model`` for the recipe's data, deconvolved when ``model.norm`` is ``deconv``."""
+    """``timm.create_model`` for the recipe's data, initialised as ``model.init`` says, deconvolved
+    when ``model.norm`` is ``deconv``."""
     m, d = recipe.model, recipe.data
     if not timm.is_model(m.name):
         raise RecipeError(f"model.name: unknown timm model '{m.name}' (see timm.list_models() or `ndeconv models`)")
@@ -38,6 +40,7 @@ def build_model(recipe: Recipe) -> nn.Module:
                                   drop_rate=m.drop_rate)
     except TypeError as e:
         raise RecipeError(f"model.name: cannot build '{m.name}' for this data ({e})") from None
+    initialize(model, m.init)
     if m.norm == "deconv":
         deconvolve(model, **dataclasses.asdict(m.deconv))
     return model
