@@ -205,18 +205,23 @@ def _csv_list(text: str, option: str, cast: type = str) -> list:
 @friendly_errors
 def compare_cmd(
     recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated timm models [default: the recipe's]."),
-    epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 [default: the recipe's]."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated timm models (default: the recipe's)."),
+    epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 (default: the recipe's)."),
+    norms: str = typer.Option("bn,deconv", help="Comma-separated norms to train: bn, deconv."),
+    grid: list[str] = typer.Option([], "--grid", help="Train every value of a recipe key: --grid optim.lr=0.1,0.03 "
+                                   "(repeatable; every combination is a cell)."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; tables report the mean over them."),
     data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder."),
     limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
-    out: Optional[Path] = typer.Option(None, help="Output directory [default: runs/compare-<recipe>]."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: runs/compare-<recipe>)."),
     set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.lr=0.05."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train each model with BN and with deconvolution for each epoch budget; write the paper's Table 1."""
+    """Train each model with BN and with deconvolution for each epoch budget (and grid setting and
+    seed); write the paper's Table 1 and, with --grid, the best setting per model and norm."""
     import timm
 
-    from .compare import rich_table, run_comparison, write_outputs
+    from .compare import parse_grid, rich_table, run_comparison, write_outputs
     from .errors import RecipeError
     from .recipe import load_recipe
 
@@ -229,11 +234,13 @@ def compare_cmd(
     budgets = _csv_list(epochs, "--epochs", int) if epochs else [r.train.epochs]
     if any(b < 1 for b in budgets):
         raise RecipeError(f"--epochs {epochs}: budgets must be positive")
+    seed_list = _csv_list(seeds, "--seeds", int) if seeds else None
     out = out or Path("runs") / f"compare-{r.name}"
-    cells = run_comparison(r, names, budgets, out, console=err_console, progress=not quiet)
+    cells = run_comparison(r, names, budgets, out, console=err_console, progress=not quiet, grid=parse_grid(grid),
+                           seeds=seed_list, norms=_csv_list(norms, "--norms"))
     subset = f", {r.train.limit_train} training images" if r.train.limit_train else ""
     title = f"{r.name}: BN vs network deconvolution (ND){subset}"
-    rows = write_outputs(cells, budgets, out, title)
+    rows = write_outputs(cells, budgets, out, title, seeds=seed_list)
     console.print(rich_table(rows, budgets, title))
     console.print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.png'}", highlight=False)
 

@@ -1,53 +1,113 @@
 """``ndeconv compare``: BN vs deconvolution for several models and epoch budgets, as the paper's Table 1.
 
 Every (model, budget, norm) is its own run directory under the comparison's output directory,
-trained with a fresh schedule for that budget. Finished runs are reused and interrupted ones
-resumed, so a comparison that stopped picks up where it was.
+trained with a fresh schedule for that budget. A grid over any recipe keys
+(``{"optim.lr": ["0.1", "0.03"]}``) and several seeds multiply the cells; BN cells ignore
+``model.deconv.*`` keys (they do not change a BN model), so they are trained once per remaining
+setting. Finished runs are reused and interrupted ones resumed, so a comparison that stopped
+picks up where it was.
+
+Outputs: ``table.csv`` keeps every run; ``table.md`` shows the paper's Table 1 layout for the
+recipe's own setting (the paper's protocol) averaged over seeds and, with a grid, the best
+setting per model, norm and budget; ``curves.png`` plots validation accuracy against epochs
+and against training seconds.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from dataclasses import dataclass
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RunDirError
+from .errors import RecipeError, RunDirError
 from .io import atomic_write, write_text
-from .recipe import Recipe, apply_override, parse_recipe
+from .recipe import Recipe, apply_override, parse_recipe, recipe_to_dict
 from .train.checkpoint import read_metrics
 from .train.run import CONFIG, RESULTS, resume, train
 
-__all__ = ["Cell", "run_comparison", "table_rows", "table_markdown", "table_csv", "plot_curves"]
+__all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "best_rows", "table_markdown", "table_csv",
+           "plot_curves", "write_outputs"]
 
 NORMS = ("bn", "deconv")
 LABEL = {"bn": "BN", "deconv": "ND"}
+BN_IGNORES = "model.deconv."
+
+Setting = tuple[tuple[str, str], ...]
 
 
 @dataclass
 class Cell:
-    """One finished run of the comparison."""
+    """One finished run of the comparison: its grid ``setting`` (key, value as given) and seed."""
 
     model: str
     norm: str
     epochs: int
     run_dir: Path
     results: dict
+    setting: Setting = ()
+    seed: int | None = None
+    protocol: bool = True
+
+    @property
+    def label(self) -> str:
+        """The setting as ``key=value, ...`` (``recipe`` when there is none)."""
+        return ", ".join(f"{k}={v}" for k, v in self.setting) or "recipe"
 
 
-def _run_name(model: str, norm: str, epochs: int) -> str:
-    return f"{model}-{norm}-{epochs}ep"
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["optim.lr=0.1,0.03", ...]`` -> ``{"optim.lr": ["0.1", "0.03"]}`` (values checked later)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        options = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not options:
+            raise RecipeError(f"--grid {item}: expected key.sub=value1,value2,...")
+        if key in grid:
+            raise RecipeError(f"--grid {key}: given twice")
+        if len(set(options)) != len(options):
+            raise RecipeError(f"--grid {item}: a value is repeated")
+        grid[key] = options
+    return grid
 
 
-def _variant(recipe: Recipe, model: str, norm: str, epochs: int) -> Recipe:
-    for key, value in (("model.name", model), ("model.norm", norm), ("train.epochs", epochs)):
+def _run_name(model: str, norm: str, epochs: int, setting: Setting = (), seed: int | None = None) -> str:
+    name = f"{model}-{norm}-{epochs}ep" + "".join(f"-{k}={v}" for k, v in setting)
+    return name.replace("/", "_") + ("" if seed is None else f"-seed{seed}")
+
+
+def _get(recipe: Recipe, key: str) -> Any:
+    node: Any = recipe_to_dict(recipe)
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _variant(recipe: Recipe, model: str, norm: str, epochs: int, setting: Setting = (),
+             seed: int | None = None) -> Recipe:
+    fixed = [("model.name", model), ("model.norm", norm), ("train.epochs", epochs)]
+    if seed is not None:
+        fixed.append(("train.seed", seed))
+    for key, value in fixed:
         recipe = apply_override(recipe, key, value, source="compare")
+    for key, value in setting:
+        recipe = apply_override(recipe, key, value, source=f"--grid {key}={value}")
     return recipe
+
+
+def _is_protocol(base: Recipe, variant: Recipe, setting: Setting) -> bool:
+    """Whether every grid key keeps the recipe's own value (the paper's protocol)."""
+    return all(_get(variant, key) == _get(base, key) for key, _ in setting)
 
 
 def _run_one(recipe: Recipe, run_dir: Path, console: Console | None, progress: bool) -> dict:
@@ -64,35 +124,83 @@ def _run_one(recipe: Recipe, run_dir: Path, console: Console | None, progress: b
     return train(recipe, run_dir, console=console, progress=progress)[1]
 
 
+def _plan(recipe: Recipe, models: list[str], budgets: list[int], out: Path, grid: dict[str, list[str]],
+          seeds: list[int] | None, norms: Sequence[str]) -> list[tuple[Cell, Recipe]]:
+    """Every cell to run, its recipe built (so a bad grid key or value fails before any training)."""
+    plan: dict[Path, tuple[Cell, Recipe]] = {}
+    settings = [tuple(zip(grid, values)) for values in itertools.product(*grid.values())]
+    for model, epochs, norm, setting, seed in itertools.product(models, budgets, norms, settings, seeds or [None]):
+        if norm == "bn":
+            setting = tuple((k, v) for k, v in setting if not k.startswith(BN_IGNORES))
+        run_dir = out / _run_name(model, norm, epochs, setting, seed)
+        if run_dir not in plan:
+            variant = _variant(recipe, model, norm, epochs, setting, seed)
+            cell = Cell(model, norm, epochs, run_dir, {}, setting, seed, _is_protocol(recipe, variant, setting))
+            plan[run_dir] = (cell, variant)
+    return list(plan.values())
+
+
 def run_comparison(recipe: Recipe, models: list[str], budgets: list[int], out: Path,
-                   console: Console | None = None, progress: bool = True) -> list[Cell]:
-    """Train (or reuse) every model x budget x {BN, ND} under ``out``; the cells in table order."""
+                   console: Console | None = None, progress: bool = True, grid: dict[str, list[str]] | None = None,
+                   seeds: list[int] | None = None, norms: Sequence[str] = NORMS) -> list[Cell]:
+    """Train (or reuse) every model x budget x norm x grid setting x seed under ``out``; the cells in order."""
+    unknown = [n for n in norms if n not in NORMS]
+    if unknown or not norms:
+        raise RecipeError(f"--norms: choose from {', '.join(NORMS)}, got {', '.join(norms) or 'nothing'}")
     cells = []
-    for model in models:
-        for epochs in budgets:
-            for norm in NORMS:
-                run_dir = out / _run_name(model, norm, epochs)
-                variant = _variant(recipe, model, norm, epochs)
-                if console is not None:
-                    console.print(f"[bold]{model}[/bold] {LABEL[norm]} {epochs} epoch(s) -> {run_dir}",
-                                  highlight=False)
-                results = _run_one(variant, run_dir, console, progress)
-                cells.append(Cell(model, norm, epochs, run_dir, results))
+    for cell, variant in _plan(recipe, models, budgets, out, grid or {}, seeds, norms):
+        if console is not None:
+            seed = "" if cell.seed is None else f" seed {cell.seed}"
+            console.print(f"[bold]{cell.model}[/bold] {LABEL[cell.norm]} {cell.epochs} epoch(s) "
+                          f"{cell.label}{seed} -> {cell.run_dir}", highlight=False)
+        cell.results = _run_one(variant, cell.run_dir, console, progress)
+        cells.append(cell)
     return cells
 
 
-def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
-    """One row per model: parameters (of the deconvolution model, as the paper counted) and accuracies in %."""
-    rows: dict[str, dict] = {}
+def _mean(cells: list[Cell], key: str) -> float:
+    return statistics.fmean(c.results[key] for c in cells)
+
+
+def _groups(cells: list[Cell]) -> dict[tuple, list[Cell]]:
+    """Cells that differ only in their seed, keyed by (model, norm, epochs, setting)."""
+    groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        row = rows.setdefault(cell.model, {"model": cell.model})
-        if cell.norm == "deconv":
-            row["params_M"] = round(cell.results["params"] / 1e6, 2)
-        row[f"{LABEL[cell.norm]}_{cell.epochs}ep"] = round(100 * cell.results["accuracy"], 2)
-        row[f"{LABEL[cell.norm]}_{cell.epochs}ep_seconds"] = round(cell.results["seconds"], 1)
+        groups.setdefault((cell.model, cell.norm, cell.epochs, cell.setting), []).append(cell)
+    return groups
+
+
+def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
+    """The paper's protocol, one row per model: parameters (of the deconvolution model, as the
+    paper counted) and accuracies in % (mean over seeds) with training seconds."""
+    rows: dict[str, dict] = {}
+    for (model, norm, epochs, _), group in _groups([c for c in cells if c.protocol]).items():
+        row = rows.setdefault(model, {"model": model})
+        if norm == "deconv":
+            row["params_M"] = round(group[0].results["params"] / 1e6, 2)
+        row[f"{LABEL[norm]}_{epochs}ep"] = round(100 * _mean(group, "accuracy"), 2)
+        row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(_mean(group, "seconds"), 1)
     columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in budgets for n in ("BN", "ND")] + \
         [f"{n}_{e}ep_seconds" for e in budgets for n in ("BN", "ND")]
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
+
+
+def best_rows(cells: list[Cell]) -> list[dict]:
+    """Per model, norm and budget: the protocol's accuracy and the best grid setting's (means over seeds, %)."""
+    best: dict[tuple, dict] = {}
+    for (model, norm, epochs, _), group in _groups(cells).items():
+        entry = best.setdefault((model, norm, epochs), {"model": model, "norm": LABEL[norm], "epochs": epochs,
+                                                        "protocol": "", "best": -1.0, "setting": ""})
+        acc = round(100 * _mean(group, "accuracy"), 2)
+        if group[0].protocol:
+            entry["protocol"] = acc
+        if acc > entry["best"]:
+            entry.update(best=acc, setting=group[0].label)
+    return list(best.values())
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else (str(value) if value != "" else "-")
 
 
 def _accuracy_cells(row: dict, budgets: list[int], emphasis: str) -> list[str]:
@@ -100,28 +208,46 @@ def _accuracy_cells(row: dict, budgets: list[int], emphasis: str) -> list[str]:
     cells = []
     for e in budgets:
         bn, nd = row[f"BN_{e}ep"], row[f"ND_{e}ep"]
-        cells += [f"{bn:.2f}", emphasis.format(f"{nd:.2f}") if nd > bn else f"{nd:.2f}"]
+        wins = isinstance(bn, float) and isinstance(nd, float) and nd > bn
+        cells += [_fmt(bn), emphasis.format(_fmt(nd)) if wins else _fmt(nd)]
     return cells
 
 
-def table_markdown(rows: list[dict], budgets: list[int], title: str) -> str:
-    """The paper's Table 1 layout: model (params) | BN e1 | ND e1 | BN e2 | ND e2 ..."""
+def table_markdown(rows: list[dict], budgets: list[int], title: str, best: list[dict] | None = None,
+                   seeds: list[int] | None = None) -> str:
+    """The paper's Table 1 layout: model (params) | BN e1 | ND e1 | BN e2 | ND e2 ...; then, with a
+    grid, the best setting per model, norm and budget."""
     head = ["model (params)"] + [f"{n} {e} ep" for e in budgets for n in ("BN", "ND")]
-    lines = [f"**{title}** (validation accuracy, %)", "", "| " + " | ".join(head) + " |",
+    over = f", mean of seeds {', '.join(map(str, seeds))}" if seeds else ""
+    lines = [f"**{title}** (validation accuracy, %{over})", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for row in rows:
-        cells = [f"{row['model']} ({row['params_M']}M)", *_accuracy_cells(row, budgets, "**{}**")]
+        cells = [f"{row['model']} ({_fmt(row['params_M'])}M)", *_accuracy_cells(row, budgets, "**{}**")]
         lines.append("| " + " | ".join(cells) + " |")
-    seconds = ", ".join(f"{row['model']} {e} ep: BN {row[f'BN_{e}ep_seconds']} s, ND {row[f'ND_{e}ep_seconds']} s"
-                        for row in rows for e in budgets)
-    return "\n".join(lines + ["", f"Training time: {seconds}.", ""])
+    seconds = ", ".join(f"{row['model']} {e} ep: BN {_fmt(row[f'BN_{e}ep_seconds'])} s, "
+                        f"ND {_fmt(row[f'ND_{e}ep_seconds'])} s" for row in rows for e in budgets)
+    lines += ["", f"Training time: {seconds}.", ""]
+    if best:
+        lines += ["**Best setting of the grid** (the recipe's own setting is the paper's protocol)", "",
+                  "| model | norm | epochs | protocol | best | best setting |", "|---|---|---|---|---|---|"]
+        lines += [f"| {b['model']} | {b['norm']} | {b['epochs']} | {_fmt(b['protocol'])} | {b['best']:.2f} | "
+                  f"{b['setting']} |" for b in best]
+        lines.append("")
+    return "\n".join(lines)
 
 
-def table_csv(rows: list[dict]) -> str:
+def table_csv(cells: list[Cell]) -> str:
+    """Every run: model, norm, epochs, seed, the grid keys, accuracy (%), seconds, parameters, run directory."""
+    keys = list(dict.fromkeys(k for c in cells for k, _ in c.setting))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "norm", "epochs", "seed", *keys, "protocol", "accuracy", "seconds", "params_M",
+                     "run_dir"])
+    for c in cells:
+        values = dict(c.setting)
+        writer.writerow([c.model, LABEL[c.norm], c.epochs, "" if c.seed is None else c.seed,
+                         *(values.get(k, "") for k in keys), int(c.protocol), round(100 * c.results["accuracy"], 2),
+                         round(c.results["seconds"], 1), round(c.results["params"] / 1e6, 2), c.run_dir.name])
     return buf.getvalue()
 
 
@@ -132,37 +258,46 @@ def rich_table(rows: list[dict], budgets: list[int], title: str) -> Table:
         for n in ("BN", "ND"):
             table.add_column(f"{n} {e} ep", justify="right")
     for row in rows:
-        table.add_row(f"{row['model']} ({row['params_M']}M)", *_accuracy_cells(row, budgets, "[bold]{}[/bold]"))
+        table.add_row(f"{row['model']} ({_fmt(row['params_M'])}M)",
+                      *_accuracy_cells(row, budgets, "[bold]{}[/bold]"))
     return table
 
 
 def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
-    """Validation accuracy per epoch, BN (dashed) vs ND (solid), one panel per model (its longest budget)."""
+    """Validation accuracy per epoch (top) and per training second (bottom), BN (dashed) vs ND
+    (solid), one column per model: its longest budget, protocol setting, first seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    models = list(dict.fromkeys(c.model for c in cells))
-    longest = {m: max(c.epochs for c in cells if c.model == m) for m in models}
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for cell in cells:
-            if cell.model != model or cell.epochs != longest[model]:
+    shown = [c for c in cells if c.protocol] or cells
+    models = list(dict.fromkeys(c.model for c in shown))
+    longest = {m: max(c.epochs for c in shown if c.model == m) for m in models}
+    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models), 6.4), squeeze=False)
+    for col, model in enumerate(models):
+        drawn: set[str] = set()
+        for cell in shown:
+            if cell.model != model or cell.epochs != longest[model] or cell.norm in drawn:
                 continue
+            drawn.add(cell.norm)
             rows = read_metrics(cell.run_dir / "metrics.csv")
-            epochs = [r["epoch"] for r in rows]
             acc = [100 * r["accuracy"] for r in rows]
+            seconds = list(itertools.accumulate(r["seconds"] for r in rows))
             style = dict(marker="o", linestyle="--" if cell.norm == "bn" else "-",
-                         color="tab:gray" if cell.norm == "bn" else "tab:red")
-            ax.plot(epochs, acc, label=LABEL[cell.norm], **style)
-        ax.set_title(model)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+                         color="tab:gray" if cell.norm == "bn" else "tab:red", label=LABEL[cell.norm])
+            axes[0, col].plot([r["epoch"] for r in rows], acc, **style)
+            axes[1, col].plot(seconds, acc, **style)
+        axes[0, col].set_title(model)
+        axes[0, col].set_xlabel("epoch")
+        axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[1, col].set_xlabel("training seconds")
+        axes[1, col].set_xlim(left=0)
+        for ax in axes[:, col]:
+            ax.set_ylabel("validation accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
@@ -170,10 +305,12 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
     return path
 
 
-def write_outputs(cells: list[Cell], budgets: list[int], out: Path, title: str) -> list[dict]:
-    """``table.md``, ``table.csv`` and ``curves.png`` in ``out``; returns the table rows."""
+def write_outputs(cells: list[Cell], budgets: list[int], out: Path, title: str,
+                  seeds: list[int] | None = None) -> list[dict]:
+    """``table.md``, ``table.csv`` and ``curves.png`` in ``out``; returns the protocol table's rows."""
     rows = table_rows(cells, budgets)
-    write_text(out / "table.md", table_markdown(rows, budgets, title))
-    write_text(out / "table.csv", table_csv(rows))
+    best = best_rows(cells) if any(c.setting for c in cells) else None
+    write_text(out / "table.md", table_markdown(rows, budgets, title, best, seeds))
+    write_text(out / "table.csv", table_csv(cells))
     plot_curves(cells, out / "curves.png", title)
     return rows

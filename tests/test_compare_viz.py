@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
@@ -35,18 +36,23 @@ def test_compare_writes_the_table_in_the_papers_layout(comparison):
         "curves.png", "table.csv", "table.md"]
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and rows[0]["model"] == "convnet3"
-    assert list(rows[0])[:6] == ["model", "params_M", "BN_1ep", "ND_1ep", "BN_2ep", "ND_2ep"]
-    for norm, label in (("bn", "BN"), ("deconv", "ND")):
-        for epochs in (1, 2):
-            results = json.loads((out / f"convnet3-{norm}-{epochs}ep" / "results.json").read_text())
-            assert results["epochs"] == epochs
-            assert float(rows[0][f"{label}_{epochs}ep"]) == pytest.approx(100 * results["accuracy"], abs=0.006)
+    assert len(rows) == 4 and {r["model"] for r in rows} == {"convnet3"}
+    assert list(rows[0]) == ["model", "norm", "epochs", "seed", "protocol", "accuracy", "seconds", "params_M",
+                             "run_dir"]
+    for row in rows:
+        norm = {"BN": "bn", "ND": "deconv"}[row["norm"]]
+        assert row["run_dir"] == f"convnet3-{norm}-{row['epochs']}ep"
+        results = json.loads((out / row["run_dir"] / "results.json").read_text())
+        assert results["epochs"] == int(row["epochs"]) and results["norm"] == norm
+        assert float(row["accuracy"]) == pytest.approx(100 * results["accuracy"], abs=0.006)
+        assert float(row["seconds"]) == pytest.approx(results["seconds"], abs=0.06)
     deconv = json.loads((out / "convnet3-deconv-2ep" / "results.json").read_text())
-    assert float(rows[0]["params_M"]) == pytest.approx(deconv["params"] / 1e6, abs=0.006)
+    bn = json.loads((out / "convnet3-bn-1ep" / "results.json").read_text())
     table = (out / "table.md").read_text().splitlines()
     header = next(line for line in table if line.startswith("| model"))
     assert header == "| model (params) | BN 1 ep | ND 1 ep | BN 2 ep | ND 2 ep |"
+    body = table[table.index(header) + 2]
+    assert body.startswith(f"| convnet3 ({deconv['params'] / 1e6:.2f}M) | {100 * bn['accuracy']:.2f} |")
     assert (out / "curves.png").read_bytes().startswith(PNG)
 
 
@@ -68,6 +74,84 @@ def test_compare_refuses_a_directory_with_other_settings(comparison, tiny_parque
     changed = args + ["--set", "optim.lr=0.01"]
     result = runner.invoke(app, changed)
     assert result.exit_code == 2 and "holds a run with different settings" in result.output
+
+
+@pytest.fixture(scope="module")
+def grid_comparison(tmp_path_factory, tiny_parquet):
+    from tinydata import write_tiny_recipe
+
+    root = tmp_path_factory.mktemp("grid")
+    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet)  # optim.lr 0.05, model.deconv.n_iter 5
+    out = root / "out"
+    args = ["compare", str(recipe), "--models", "convnet3", "--epochs", "1", "--grid", "optim.lr=0.05,0.2",
+            "--grid", "model.deconv.n_iter=5,2", "--seeds", "0,1", "--out", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, args
+
+
+def _grid_results(out):
+    """{run directory name: results.json} of every run the comparison left."""
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
+
+
+def test_grid_runs_every_cell_once(grid_comparison):
+    out, _ = grid_comparison
+    nd = [f"convnet3-deconv-1ep-optim.lr={lr}-model.deconv.n_iter={n}-seed{s}"
+          for lr in ("0.05", "0.2") for n in ("5", "2") for s in (0, 1)]
+    bn = [f"convnet3-bn-1ep-optim.lr={lr}-seed{s}" for lr in ("0.05", "0.2") for s in (0, 1)]  # n_iter: no BN effect
+    runs = _grid_results(out)
+    assert sorted(runs) == sorted(nd + bn)
+    for name, results in runs.items():
+        config = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert f"optim.lr={config['optim']['lr']}" in name and name.endswith(f"seed{config['train']['seed']}")
+        if results["norm"] == "deconv":
+            assert f"n_iter={config['model']['deconv']['n_iter']}-" in name
+    with open(out / "table.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(runs)
+
+
+def test_grid_table_shows_protocol_and_best_setting(grid_comparison):
+    out, _ = grid_comparison
+    runs = _grid_results(out)
+    means: dict[tuple, list] = {}
+    for name, results in runs.items():
+        means.setdefault((results["norm"], name.rsplit("-seed", 1)[0]), []).append(100 * results["accuracy"])
+    lines = (out / "table.md").read_text().splitlines()
+    for norm, label in (("bn", "BN"), ("deconv", "ND")):
+        cells = {k[1]: sum(v) / len(v) for k, v in means.items() if k[0] == norm}
+        assert all(len(v) == 2 for k, v in means.items())  # two seeds per setting
+        protocol = cells[f"convnet3-{norm}-1ep-optim.lr=0.05" + ("-model.deconv.n_iter=5" if norm == "deconv" else "")]
+        best_name = max(cells, key=cells.get)
+        row = next(line for line in lines if line.startswith(f"| convnet3 | {label} | 1 |"))
+        _, _, _, _, proto_cell, best_cell, setting, _ = row.split("|")
+        assert float(proto_cell) == pytest.approx(protocol, abs=0.006)
+        assert float(best_cell) == pytest.approx(cells[best_name], abs=0.006)
+        assert setting.strip().replace(", ", "-") in best_name
+        table1 = next(line for line in lines if line.startswith("| convnet3 ("))
+        assert f" {protocol:.2f} " in table1
+
+
+def test_grid_reuses_finished_cells(grid_comparison):
+    out, args = grid_comparison
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")}
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")} == before
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("optim.lrr=0.1,0.2", "unknown key 'optim.lrr'"),
+    ("optim.lr=fast,0.1", "optim.lr must be a number"),
+    ("optim.lr", "expected key.sub=value1,value2"),
+    ("optim.lr=0.1,0.1", "a value is repeated"),
+])
+def test_grid_errors_are_one_line_and_train_nothing(grid, message, tiny_recipe, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", str(tiny_recipe), "--models", "convnet3", "--epochs", "1",
+                                 "--grid", grid, "--out", str(out), "-q"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["kernels", "correlation", "sparsity", "linear"])
