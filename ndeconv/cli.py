@@ -46,8 +46,19 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"ndeconv {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """Network deconvolution (Ye et al., ICLR 2020) for timm models, on fastai and Accelerate."""
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
@@ -72,7 +83,7 @@ def list_models(num_classes: int = typer.Option(10, help="Classes of the classif
     import ndeconv
 
     table = Table(title=f"CIFAR models ({num_classes} classes), parameters in millions")
-    for column in ("model", "BN", "deconv", "paper (BN)"):
+    for column in ("model", "BN", "deconv", "paper (deconv)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in ndeconv.models.CIFAR_MODELS:
         model = timm.create_model(name, num_classes=num_classes)
@@ -86,7 +97,7 @@ def list_models(num_classes: int = typer.Option(10, help="Classes of the classif
 @app.command("recipes")
 @friendly_errors
 def list_recipes() -> None:
-    """List the bundled recipes (use a name or a path with ``ndeconv train``)."""
+    """List the bundled recipes (use a name or a path with 'ndeconv train')."""
     from .recipe import bundled_recipes, load_recipe
 
     table = Table(title="Bundled recipes")
@@ -100,9 +111,15 @@ def list_recipes() -> None:
     console.print(table)
 
 
+FLAG_KEYS = {"model.name": "--model", "model.norm": "--norm", "train.epochs": "--epochs", "optim.lr": "--lr",
+             "train.batch_size": "--batch-size", "train.precision": "--precision", "data.path": "--data",
+             "train.limit_train": "--limit-train", "train.seed": "--seed"}
+
+
 def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
                precision: str | None, data: Path | None, limit_train: int | None, seed: int | None,
-               sets: list[str]) -> dict[str, Any]:
+               sets: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The recipe overrides of the flags and ``--set`` items, and the option each came from (for errors)."""
     from .errors import RecipeError
 
     flags = {"model.name": model, "model.norm": norm, "train.epochs": epochs, "optim.lr": lr,
@@ -110,12 +127,14 @@ def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: floa
              "data.path": None if data is None else str(data.expanduser().resolve()),
              "train.limit_train": limit_train, "train.seed": seed}
     overrides = {k: v for k, v in flags.items() if v is not None}
+    sources = {k: FLAG_KEYS[k] for k in overrides}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--set {item}: expected key.sub=value")
         overrides[key.strip()] = value
-    return overrides
+        sources.pop(key.strip(), None)
+    return overrides, sources
 
 
 def summary_table(run_dir: Path, results: dict) -> Table:
@@ -142,12 +161,12 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process (train.batch_size)."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
     data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder (data.path)."),
-    out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<recipe>-<model>-<norm>-<time>]."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<recipe>-<model>-<norm>-<time>)."),
     limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
     seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
     set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),
-    num_processes: int = typer.Option(1, help="Data-parallel processes, launched with `accelerate launch`."),
+    num_processes: int = typer.Option(1, min=1, help="Data-parallel processes, launched with `accelerate launch`."),
     sync_stats: bool = typer.Option(True, "--sync-stats/--no-sync-stats",
                                     help="All-reduce deconvolution statistics across processes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -158,13 +177,23 @@ def train_cmd(
     from .train import resume as resume_run
     from .train import train
 
+    from .errors import RecipeError
+    from .io import check_writable
+
     _quiet_datasets(quiet)
     if resume is None:
-        r = load_recipe(recipe, _overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
-                                           set_))
-        run_dir = out or default_run_dir(r)
+        r = load_recipe(recipe, *_overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
+                                            set_))
+        run_dir = check_writable(out or default_run_dir(r), directory=True)
     else:
-        run_dir = resume
+        given = {"a recipe": recipe != DEFAULT_RECIPE, "--model": model, "--norm": norm, "--epochs": epochs,
+                 "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data, "--out": out,
+                 "--limit-train": limit_train, "--seed": seed, "--set": set_}
+        extra = [name for name, value in given.items() if value not in (None, False, [])]
+        if extra:
+            raise RecipeError(f"--resume continues {resume} with its own recipe; drop {', '.join(extra)} "
+                              "(or start a new run)")
+        run_dir = check_writable(resume, directory=True)
     if num_processes > 1:
         from .launch import launch_train
 
@@ -179,8 +208,8 @@ def train_cmd(
         else:
             run_dir, results = resume_run(resume, console=err_console, progress=not quiet, sync_stats=sync_stats)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: checkpoint saved; continue with `ndeconv train --resume {run_dir}`",
-                          soft_wrap=True, highlight=False)
+        err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
+                          f"{run_dir}`", soft_wrap=True, highlight=False)
         raise typer.Exit(130) from None
     from .train.learner import process_state
 
@@ -226,7 +255,7 @@ def compare_cmd(
     from .recipe import load_recipe
 
     _quiet_datasets(quiet)
-    r = load_recipe(recipe, _overrides(None, None, None, None, None, None, data, limit_train, None, set_))
+    r = load_recipe(recipe, *_overrides(None, None, None, None, None, None, data, limit_train, None, set_))
     names = _csv_list(models, "--models") if models else [r.model.name]
     unknown = [m for m in names if not timm.is_model(m)]
     if unknown:
@@ -262,8 +291,11 @@ def viz_cmd(
     from . import viz
     from .errors import RecipeError
 
+    from .io import check_writable
+
     if kind not in VIZ_KINDS:
         raise RecipeError(f"viz {kind}: choose one of {', '.join(VIZ_KINDS)}")
+    check_writable(out)
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise RecipeError(f"--kernel-size {kernel_size}: must be a positive odd number")
     images = _viz_images(data, image_column) if kind != "linear" else None
@@ -309,7 +341,7 @@ def _viz_images(data: Path | None, image_column: str):
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A finished run directory (from `ndeconv train`)."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx, torchscript or safetensors."),
-    out: Optional[Path] = typer.Option(None, help="Output file [default: RUN_DIR/model.<format suffix>]."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: RUN_DIR/model.<format suffix>)."),
 ) -> None:
     """Fuse a trained run's deconvolution into plain convs and export it (ONNX checked with onnxruntime)."""
     from .export import export_run
@@ -325,5 +357,9 @@ def export_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; Ctrl-C before training starts is a one-line message, exit 130."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        raise SystemExit(130) from None

@@ -33,7 +33,7 @@ from .errors import RecipeError, RunDirError
 from .io import atomic_write, write_text
 from .recipe import Recipe, apply_override, parse_recipe, recipe_to_dict
 from .train.checkpoint import read_metrics
-from .train.run import CONFIG, RESULTS, resume, train
+from .train.run import CONFIG, resume, train
 
 __all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "best_rows", "table_markdown", "table_csv",
            "plot_curves", "write_outputs"]
@@ -116,11 +116,7 @@ def _run_one(recipe: Recipe, run_dir: Path, console: Console | None, progress: b
         existing = parse_recipe(yaml.safe_load((run_dir / CONFIG).read_text()), str(run_dir / CONFIG))
         if existing != recipe:
             raise RunDirError(f"{run_dir}: holds a run with different settings; use another --out")
-        if (run_dir / RESULTS).is_file():
-            return json.loads((run_dir / RESULTS).read_text())
-        if (run_dir / "checkpoint.pth").is_file():
-            return resume(run_dir, console=console, progress=progress)[1]
-        raise RunDirError(f"{run_dir}: interrupted before its first epoch ended; delete it to start again")
+        return resume(run_dir, console=console, progress=progress)[1]  # finished runs return their results
     return train(recipe, run_dir, console=console, progress=progress)[1]
 
 

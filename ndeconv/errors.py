@@ -17,3 +17,7 @@ class DataError(NdeconvError, ValueError):
 
 class RunDirError(NdeconvError, ValueError):
     """A run directory is missing, incomplete, or does not match the command."""
+
+
+class OutputError(NdeconvError, ValueError):
+    """An output path (run directory, picture, export file) that cannot be written."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import RunDirError
 from .fuse import fuse
-from .io import atomic_write
+from .io import atomic_write, check_writable
 from .recipe import Recipe
 from .train.learner import build_model
 from .train.run import CONFIG, WEIGHTS, load_run_recipe
@@ -87,6 +87,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     """Export a run's model; ONNX files are checked with onnxruntime. Returns the file and the ONNX difference."""
     if fmt not in FORMATS:
         raise RunDirError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if out is not None:
+        check_writable(out)
     model, recipe = load_run_model(run_dir)
     path = export_model(model, recipe, fmt, out or Path(run_dir) / f"model{FORMATS[fmt]}")
     diff = None

@@ -32,6 +32,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike, directory: bool = False) -> Path:
+    """Refuse, before any work, an output ``path`` that cannot be written: a file where a directory
+    is wanted (or the reverse), or a place without write permission. Nothing is left behind."""
+    from .errors import OutputError
+
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise OutputError(f"{path}: is a directory, not a file")
+    parent = path if directory else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is not a directory")
+    try:
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".ndeconv-check-").close()
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in {parent} ({e.strerror or e})") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -8,6 +8,7 @@ A recipe file has five sections (``data``, ``model``, ``optim``, ``train``, ``au
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -207,25 +208,41 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
 
 
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _build(cls: type, raw: dict, prefix: str) -> Any:
+    """``cls(**raw)`` with every key checked; all problems of ``raw`` are reported together."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = []
     for key in raw:
         if key not in fields:
             where = f"{prefix}.{key}" if prefix else str(key)
-            raise RecipeError(f"unknown key '{where}' (known in {prefix or 'the top level'}: {', '.join(fields)})")
+            hint = _did_you_mean(str(key), list(fields)) or f" (known in {prefix or 'the top level'}: " \
+                f"{', '.join(fields)})"
+            problems.append(f"unknown key '{where}'{hint}")
     kwargs = {}
     for name, f in fields.items():
         where = f"{prefix}.{name}" if prefix else name
         if name in raw:
-            kwargs[name] = _coerce(hints[name], raw[name], where)
+            try:
+                kwargs[name] = _coerce(hints[name], raw[name], where)
+            except RecipeError as e:
+                problems.append(str(e))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"missing required key '{where}'")
+            problems.append(f"missing required key '{where}'")
+    if problems:
+        raise RecipeError("; ".join(problems))
     return cls(**kwargs)
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
-    """Build a :class:`Recipe` from a mapping; errors name ``source`` and the key."""
+    """Build a :class:`Recipe` from a mapping; errors name ``source`` and every bad key."""
+    if raw is None:
+        raise RecipeError(f"{source}: the recipe is empty")
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
     try:
@@ -253,8 +270,8 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
         names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
         if part not in names:
             where = ".".join(parts[: i + 1])
-            raise RecipeError(f"{source}: unknown key '{where}'"
-                              + (f" (known: {', '.join(names)})" if names else ""))
+            hint = _did_you_mean(part, names) or (f" (known: {', '.join(names)})" if names else "")
+            raise RecipeError(f"{source}: unknown key '{where}'{hint}")
         if i < len(parts) - 1:
             cls = typing.get_type_hints(cls)[part]
             node = node[part]
@@ -267,8 +284,10 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
     return parse_recipe(raw, source)
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides."""
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
+                sources: dict[str, str] | None = None) -> Recipe:
+    """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides;
+    ``sources`` names where an override came from in its errors (``{"model.norm": "--norm"}``)."""
     file = find_recipe(path)
     try:
         raw = yaml.safe_load(file.read_text())
@@ -278,7 +297,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         raise RecipeError(f"{file}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
     recipe = parse_recipe(raw, str(file))
     for key, value in (overrides or {}).items():
-        recipe = apply_override(recipe, key, value)
+        recipe = apply_override(recipe, key, value, (sources or {}).get(key))
     return recipe
 
 

@@ -96,29 +96,92 @@ def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 
     raise AssertionError("the run never finished its first epoch")
 
 
+def _run_state(run_dir: Path) -> dict:
+    """Everything a finished run leaves that must not depend on an interruption: weights and
+    running estimates, the optimizer state of the last checkpoint, and the metrics (seconds aside)."""
+    ckpt = torch.load(run_dir / "checkpoint.pth", weights_only=False)
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir / "metrics.csv")]
+    return {"weights": load_file(run_dir / "model.safetensors"), "model": ckpt["model"], "opt": ckpt["opt"],
+            "rows": rows}
+
+
+def _assert_identical(a, b, where="") -> None:
+    """Bit-for-bit equality of nested checkpoint structures."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_identical(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_parquet):
+    """The reference: the tiny recipe trained for 3 epochs without interruption."""
+    from tinydata import write_tiny_recipe
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet)
+    out = root / "run"
+    proc = subprocess.run(CLI + ["train", str(recipe), "--epochs", "3", "--batch-size", "8", "--out", str(out),
+                                 "-q"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return recipe, _run_state(out)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_to_completion(tiny_recipe, tmp_path, sig):
+def test_killed_run_resumes_exactly(uninterrupted, tmp_path, sig):
+    recipe, reference = uninterrupted
     out = tmp_path / "run"
-    proc = subprocess.Popen(CLI + ["train", str(tiny_recipe), "--epochs", "3", "--batch-size", "8", "--out",
+    proc = subprocess.Popen(CLI + ["train", str(recipe), "--epochs", "3", "--batch-size", "8", "--out",
                                    str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_rows(out / "metrics.csv", 1, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and f"ndeconv train --resume {out}" in stderr
+        assert "Traceback" not in stderr
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (out / "results.json").exists()
     done = len(read_metrics(out / "metrics.csv"))
     assert 1 <= done < 3
+    assert torch.load(out / "checkpoint.pth", weights_only=False)["epoch"] == done  # an epoch boundary
+    # with progress output: epochs skipped on resume must not trip the progress callback
+    resumed = subprocess.run(CLI + ["train", "--resume", str(out)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
+    state = _run_state(out)
+    assert [r["epoch"] for r in state["rows"]] == [1, 2, 3]
+    _assert_identical(state, reference)
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 3 and results["accuracy"] == state["rows"][-1]["accuracy"]
+
+
+@pytest.mark.slow
+def test_run_stopped_in_its_first_epoch_resumes_from_the_start(uninterrupted, tmp_path):
+    recipe, reference = uninterrupted
+    out = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["train", str(recipe), "--epochs", "3", "--batch-size", "8", "--out",
+                                   str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = time.time()
+    while not (out / "config.yaml").exists():
+        assert proc.poll() is None and time.time() - start < 120, "the run never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (out / "checkpoint.pth").exists()
     resumed = subprocess.run(CLI + ["train", "--resume", str(out), "-q"], capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rows = read_metrics(out / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    results = json.loads((out / "results.json").read_text())
-    assert results["epochs"] == 3 and results["accuracy"] == pytest.approx(rows[-1]["accuracy"])
+    _assert_identical(_run_state(out), reference)
 
 
 def test_resume_errors_are_one_line(tmp_path):

@@ -104,13 +104,14 @@ def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
     train_tfm, valid_tfm = _transforms(recipe)
     common = dict(device=device)
     valid_bs = t.batch_size * 2
-    if d.cache:
-        tx, ty = cached_split(splits.train, splits.key + "-train", splits.image_column, splits.label_column,
-                              d.channels, size, d.num_classes, "training split")
+    if d.cache:  # a subset is decoded and cached on its own: --limit-train 200 decodes 200 images
+        train_ds, train_key = splits.train, splits.key + "-train"
+        if keep is not None:
+            train_ds, train_key = splits.train.select(keep.tolist()), f"{train_key}-subset{len(keep)}"
+        tx, ty = cached_split(train_ds, train_key, splits.image_column, splits.label_column, d.channels, size,
+                              d.num_classes, "training split")
         vx, vy = cached_split(splits.valid, splits.key + "-valid", splits.image_column, splits.label_column,
                               d.channels, size, d.num_classes, "validation split")
-        if keep is not None:
-            tx, ty = tx[keep], ty[keep]
         train = TensorImageDL(tx, ty, bs=t.batch_size, shuffle=True, drop_last=len(ty) > t.batch_size,
                               after_batch=train_tfm, **common)
         valid = TensorImageDL(vx, vy, bs=valid_bs, after_batch=valid_tfm, **common)

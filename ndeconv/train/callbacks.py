@@ -111,23 +111,32 @@ class RunDirCallback(Callback):
     """Write ``metrics.csv`` (a row per epoch) and ``checkpoint.pth`` after every epoch, atomically.
 
     Only the main process writes. Epochs skipped on resume are not logged again: the rows of
-    the earlier run are kept and the new ones appended.
+    the earlier run are kept and the new ones appended. ``smooth_loss`` (``(val, count)`` from
+    the checkpoint) continues the smoothed training loss of a resumed run where it stopped.
     """
 
-    order = 70  # after the Recorder has the epoch's values
+    order = 70  # after the Recorder has the epoch's values (and has reset its smoother in before_fit)
 
     def __init__(self, run_dir: Path, is_main: bool = True, rows: list[dict] | None = None):
         self.run_dir, self.is_main = Path(run_dir), is_main
         self.rows = list(rows or [])
+        self.smooth_loss: tuple | None = None
+        self._trained = False
+
+    def before_fit(self) -> None:
+        if self.smooth_loss is not None:
+            self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = self.smooth_loss
 
     def before_epoch(self) -> None:
-        self._trained, self._start = False, time.perf_counter()
+        self._start = time.perf_counter()
 
     def before_train(self) -> None:
         self._trained = True
 
     def after_epoch(self) -> None:
-        if not self._trained:
+        # epochs skipped on resume end here without before_epoch/before_train having run
+        trained, self._trained = self._trained, False
+        if not trained:
             return
         row = {"epoch": self.epoch + 1, **epoch_stats(self.recorder)}
         row["seconds"] = round(time.perf_counter() - self._start, 3)
@@ -144,6 +153,7 @@ class RichProgressCallback(Callback):
 
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.console, self.enabled = console or Console(stderr=True), enabled
+        self._trained = False
 
     def before_fit(self) -> None:
         if not self.enabled:
@@ -155,7 +165,6 @@ class RichProgressCallback(Callback):
         self.batch_task = None
 
     def before_epoch(self) -> None:
-        self._trained = False
         if self.enabled:
             self.progress.update(self.fit_task, completed=self.epoch)
 
@@ -178,7 +187,9 @@ class RichProgressCallback(Callback):
             self.progress.advance(self.batch_task)
 
     def after_epoch(self) -> None:
-        if not self.enabled or not self._trained:
+        # epochs skipped on resume end here without before_epoch/before_train having run
+        trained, self._trained = self._trained, False
+        if not self.enabled or not trained:
             return
         stats = "  ".join(f"{n} {v:.4f}" for n, v in epoch_stats(self.recorder).items())
         self.progress.update(self.fit_task, completed=self.epoch + 1)

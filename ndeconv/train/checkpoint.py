@@ -45,15 +45,19 @@ def set_rng_state(learn, state: dict) -> None:
 
 
 def save_checkpoint(learn, path: Path, epochs_done: int) -> None:
-    """Model, optimizer, completed epochs and RNG state in one atomically written file."""
+    """Model, optimizer, completed epochs, RNG state and the smoothed training loss in one
+    atomically written file."""
     model = learn.model.module if hasattr(learn.model, "module") else learn.model
+    smooth = learn.recorder.smooth_loss
     state = {"model": model.state_dict(), "opt": learn.opt.state_dict() if learn.opt else None,
-             "epoch": epochs_done, "rng": rng_state(learn)}
+             "epoch": epochs_done, "rng": rng_state(learn), "smooth_loss": (smooth.val, smooth.count)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(learn, path: Path) -> int:
-    """Restore a :func:`save_checkpoint` file into ``learn``; returns the completed epochs."""
+def load_checkpoint(learn, path: Path) -> tuple[int, tuple | None]:
+    """Restore a :func:`save_checkpoint` file into ``learn``; returns the completed epochs and the
+    smoothed loss's state ``(val, count)``, which the Recorder resets when a fit starts (see
+    ``RunDirCallback.smooth_loss``)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     learn.model.load_state_dict(state["model"])
     if state["opt"] is not None:
@@ -61,7 +65,7 @@ def load_checkpoint(learn, path: Path) -> int:
             learn.create_opt()
         learn.opt.load_state_dict(state["opt"])
     set_rng_state(learn, state["rng"])
-    return int(state["epoch"])
+    return int(state["epoch"]), state.get("smooth_loss")
 
 
 def rows_to_csv(rows: list[dict]) -> str:

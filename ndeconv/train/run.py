@@ -21,10 +21,10 @@ from safetensors.torch import save_model
 from .. import __version__
 from ..data import load_splits, make_dataloaders
 from ..errors import RecipeError, RunDirError
-from ..io import atomic_write, write_json, write_yaml
+from ..io import atomic_write, check_writable, write_json, write_yaml
 from ..recipe import Recipe, parse_recipe, recipe_to_dict
 from .callbacks import RichProgressCallback, RunDirCallback
-from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics, save_checkpoint
+from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics
 from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
 
 __all__ = ["train", "resume", "default_run_dir", "load_run_recipe", "CONFIG", "RESULTS", "WEIGHTS"]
@@ -71,7 +71,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *(cbs or [])])
     start_epoch = 0
     if resuming:
-        start_epoch = load_checkpoint(learn, run_dir / CHECKPOINT)
+        start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
         run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
     elif is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,10 +79,8 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     accelerator.wait_for_everyone()
     try:
         fit_recipe(learn, recipe, start_epoch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the checkpoint of the last finished epoch stays: resume continues from there
         progress_cb.close()
-        if is_main:
-            save_checkpoint(learn, run_dir / CHECKPOINT, len(run_cb.rows))
         raise
     accelerator.wait_for_everyone()
     last = run_cb.rows[-1]
@@ -115,7 +113,7 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
     Everything that can be wrong with the input (data source, columns, model name, precision) is
     checked before the directory is created.
     """
-    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    run_dir = check_writable(Path(out) if out is not None else default_run_dir(recipe), directory=True)
     if process_state().is_main_process and run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir}: already exists and is not empty (use --resume {run_dir} to continue it)")
     return run_dir, _run(recipe, run_dir, False, console, progress, sync_stats, cbs)
@@ -123,14 +121,13 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
 
 def resume(run_dir: str | Path, *, console: Console | None = None, progress: bool = True,
            sync_stats: bool = True, cbs: list | None = None) -> tuple[Path, dict]:
-    """Continue an interrupted run from its last checkpoint; a finished run returns its results unchanged."""
+    """Continue an interrupted run from the checkpoint of its last finished epoch (from the start if
+    it stopped during its first epoch); a finished run returns its results unchanged."""
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
     if (run_dir / RESULTS).is_file():
         return run_dir, json.loads((run_dir / RESULTS).read_text())
-    if not (run_dir / CHECKPOINT).is_file():
-        raise RunDirError(f"{run_dir}: no {CHECKPOINT} to resume from (the run stopped before its first epoch "
-                          "ended; start it again)")
     if recipe.data.path is not None and not Path(recipe.data.path).exists():
         raise RecipeError(f"{run_dir / CONFIG}: data.path {recipe.data.path} no longer exists")
-    return run_dir, _run(recipe, run_dir, True, console, progress, sync_stats, cbs)
+    resuming = (run_dir / CHECKPOINT).is_file()
+    return run_dir, _run(recipe, run_dir, resuming, console, progress, sync_stats, cbs)
