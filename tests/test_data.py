@@ -163,3 +163,22 @@ def test_digits_builtin_and_limit_train():
     xb, yb = dls.valid.one_batch()
     assert xb.shape == (200, 1, 8, 8) and xb.dtype == torch.float32
     assert abs(float(xb.mean())) < 0.3 and 0.7 < float(xb.std()) < 1.3  # the recipe's stats normalise it
+
+
+def test_limit_train_decodes_and_caches_only_its_subset(tiny_parquet):
+    from tinydata import tiny_recipe_dict
+
+    from ndeconv.recipe import parse_recipe
+
+    raw = tiny_recipe_dict(tiny_parquet)
+    raw["train"]["limit_train"] = 40
+    recipe = parse_recipe(raw)
+    splits = load_splits(recipe.data)
+    before = set(cache_dir().glob(f"*{splits.key}-train*.pt"))
+    dls = make_dataloaders(recipe, device="cpu", splits=splits)
+    (new,) = set(cache_dir().glob(f"*{splits.key}-train*.pt")) - before
+    assert torch.load(new, weights_only=True)["images"].shape[0] == 40  # not all N_TRAIN images
+    images, labels = tiny_arrays(N_TRAIN, 0)
+    keep = subset_indices(N_TRAIN, 40)
+    assert torch.equal(dls.train.images, torch.from_numpy(images).permute(0, 3, 1, 2)[keep])
+    assert torch.equal(dls.train.labels, torch.from_numpy(labels)[keep])

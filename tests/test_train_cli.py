@@ -74,15 +74,19 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
     (["{recipe}", "--data", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
     (["{recipe}", "--set", "data.image_column=picture"], "has no column 'picture'"),
     (["{recipe}", "--model", "no_such_model"], "unknown timm model 'no_such_model'"),
-    (["{recipe}", "--norm", "group"], "model.norm must be one of 'bn' | 'deconv'"),
+    (["{recipe}", "--norm", "group"], "error: --norm: model.norm must be one of 'bn' | 'deconv'"),
     (["{bad_key}"], "unknown key 'train.epoch'"),
     (["{bad_type}"], "optim.lr must be a number, got 'fast'"),
+    (["{empty}"], "empty.yaml: the recipe is empty"),
+    (["{recipe}", "--set", "optim.moment=0.5"], "unknown key 'optim.moment'; did you mean 'momentum'?"),
     (["cifar10", "--epochs", "1"], "cannot load 'uoft-cs/cifar10'"),  # offline: the hub is unreachable
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_recipe, tiny_parquet, tmp_path, args, message):
     bad_key = write_tiny_recipe(tmp_path / "bad_key.yaml", tiny_parquet, train={"epoch": 2})
     bad_type = write_tiny_recipe(tmp_path / "bad_type.yaml", tiny_parquet, optim={"lr": "fast"})
-    args = [a.format(recipe=tiny_recipe, bad_key=bad_key, bad_type=bad_type) for a in args]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    args = [a.format(recipe=tiny_recipe, bad_key=bad_key, bad_type=bad_type, empty=empty) for a in args]
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", *args, "--out", str(out), "-q"])
     assert result.exit_code == 2
@@ -90,6 +94,63 @@ def test_bad_input_is_one_line_and_leaves_nothing(tiny_recipe, tiny_parquet, tmp
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_every_problem_of_a_recipe_is_reported_at_once(tiny_parquet, tmp_path):
+    bad = write_tiny_recipe(tmp_path / "bad.yaml", tiny_parquet, train={"epoch": 2, "batch_size": "big"},
+                            optim={"lrr": 0.1}, data={"cahce": True})
+    result = runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    for problem in ("unknown key 'train.epoch'; did you mean 'epochs'?", "train.batch_size must be an integer",
+                    "unknown key 'optim.lrr'; did you mean 'lr'?", "unknown key 'data.cahce'; did you mean 'cache'?"):
+        assert problem in line
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "{recipe}", "--out", "{file}"],
+    ["train", "{recipe}", "--out", "/proc/ndeconv-run"],
+    ["viz", "kernels", "--out", "/proc/ndeconv.png"],
+    ["viz", "kernels", "--out", "{tmp}"],
+    ["export", "{tmp}", "--out", "/proc/ndeconv.onnx"],
+])
+def test_unwritable_outputs_are_refused_before_any_work(command, tiny_recipe, tmp_path):
+    file = tmp_path / "afile"
+    file.write_text("")
+    args = [a.format(recipe=tiny_recipe, file=file, tmp=tmp_path) for a in command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and args[-1] in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "tiny.yaml"]
+
+
+def test_resume_refuses_flags_it_would_ignore(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(tiny_recipe), "--epochs", "1", "--out", str(out), "-q"]).exit_code == 0
+    before = (out / "metrics.csv").read_text()
+    result = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "3", "--lr", "0.2"])
+    assert result.exit_code == 2 and "drop --epochs, --lr" in result.output
+    assert (out / "metrics.csv").read_text() == before
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_num_processes_must_be_positive(n, tiny_recipe, tmp_path):
+    result = runner.invoke(app, ["train", str(tiny_recipe), "--num-processes", n, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--num-processes" in result.output and not (tmp_path / "r").exists()
+
+
+def test_version_and_help_texts_keep_their_defaults():
+    from ndeconv import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"ndeconv {__version__}"
+    wide = {"COLUMNS": "200"}
+    train_help = " ".join(runner.invoke(app, ["train", "--help"], env=wide).output.split())
+    assert "(default: runs/<recipe>-<model>-<norm>-<time>)" in train_help
+    compare_help = " ".join(runner.invoke(app, ["compare", "--help"], env=wide).output.split())
+    assert "(default: the recipe's)" in compare_help
+    recipes_help = runner.invoke(app, ["recipes", "--help"], env=wide).output
+    assert "``" not in recipes_help and "'ndeconv train'" in recipes_help
 
 
 def test_existing_run_directory_is_not_overwritten(tiny_recipe, tmp_path):
