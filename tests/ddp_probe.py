@@ -1,15 +1,32 @@
 """Run under `accelerate launch` by test_scale.py: train a recipe through `ndeconv.train.train`; every
-rank also saves its final weights (an extra fastai callback), so the test can compare ranks."""
+rank also saves its final weights (an extra fastai callback) and the example indices of every
+training batch it drew, so the test can compare ranks."""
 
 import sys
 from pathlib import Path
 
 from fastai.callback.core import Callback
+import torch
 from safetensors.torch import save_model
+
+from ndeconv.data.loaders import TensorImageDL
 
 from ndeconv.recipe import load_recipe
 from ndeconv.train import train
 from ndeconv.train.learner import process_state
+
+
+TRAIN_BATCHES: list[list[int]] = []
+_create_batch = TensorImageDL.create_batch
+
+
+def _recording_create_batch(self: TensorImageDL, b: list[int]):
+    if self.shuffle:  # the training loader
+        TRAIN_BATCHES.append([int(i) for i in b])
+    return _create_batch(self, b)
+
+
+TensorImageDL.create_batch = _recording_create_batch
 
 
 class SaveRankWeights(Callback):
@@ -19,7 +36,9 @@ class SaveRankWeights(Callback):
         self.folder = folder
 
     def after_fit(self) -> None:
-        save_model(self.learn.model, str(self.folder / f"rank{process_state().process_index}.safetensors"))
+        rank = process_state().process_index
+        save_model(self.learn.model, str(self.folder / f"rank{rank}.safetensors"))
+        torch.save(TRAIN_BATCHES, self.folder / f"rank{rank}-batches.pt")
 
 
 if __name__ == "__main__":

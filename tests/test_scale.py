@@ -50,6 +50,12 @@ def test_two_processes_through_accelerate_launch_agree(tiny_recipe, tmp_path):
     saved = load_file(out / "model.safetensors")
     for key in saved:
         assert torch.equal(saved[key], rank0[key]), key
+    # the ranks drew different batches: each epoch's shards are disjoint and cover the 256 examples
+    batches = [torch.load(weights / f"rank{r}-batches.pt") for r in (0, 1)]
+    assert len(batches[0]) == len(batches[1]) == 2 * 4  # 2 epochs of 128 examples per rank in batches of 32
+    for epoch in range(2):
+        seen = [[i for b in ranks[epoch * 4:(epoch + 1) * 4] for i in b] for ranks in batches]
+        assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(256))
 
 
 @pytest.mark.slow
