@@ -81,10 +81,12 @@ def grid_comparison(tmp_path_factory, tiny_parquet):
     from tinydata import write_tiny_recipe
 
     root = tmp_path_factory.mktemp("grid")
-    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet)  # optim.lr 0.05, model.deconv.n_iter 5
+    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet)  # model.deconv.n_iter 5
     out = root / "out"
-    args = ["compare", str(recipe), "--models", "convnet3", "--epochs", "1", "--grid", "optim.lr=0.05,0.2",
-            "--grid", "model.deconv.n_iter=5,2", "--seeds", "0,1", "--out", str(out), "-q"]
+    # the protocol (the recipe's lr, set to 0.0003) barely trains in one epoch; lr 0.05 learns the task
+    args = ["compare", str(recipe), "--models", "convnet3", "--epochs", "1", "--set", "optim.lr=0.0003",
+            "--grid", "optim.lr=0.0003,0.05", "--grid", "model.deconv.n_iter=5,2", "--seeds", "0,1",
+            "--out", str(out), "-q"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return out, args
@@ -98,8 +100,8 @@ def _grid_results(out):
 def test_grid_runs_every_cell_once(grid_comparison):
     out, _ = grid_comparison
     nd = [f"convnet3-deconv-1ep-optim.lr={lr}-model.deconv.n_iter={n}-seed{s}"
-          for lr in ("0.05", "0.2") for n in ("5", "2") for s in (0, 1)]
-    bn = [f"convnet3-bn-1ep-optim.lr={lr}-seed{s}" for lr in ("0.05", "0.2") for s in (0, 1)]  # n_iter: no BN effect
+          for lr in ("0.0003", "0.05") for n in ("5", "2") for s in (0, 1)]
+    bn = [f"convnet3-bn-1ep-optim.lr={lr}-seed{s}" for lr in ("0.0003", "0.05") for s in (0, 1)]  # n_iter: no BN effect
     runs = _grid_results(out)
     assert sorted(runs) == sorted(nd + bn)
     for name, results in runs.items():
@@ -121,13 +123,15 @@ def test_grid_table_shows_protocol_and_best_setting(grid_comparison):
     for norm, label in (("bn", "BN"), ("deconv", "ND")):
         cells = {k[1]: sum(v) / len(v) for k, v in means.items() if k[0] == norm}
         assert all(len(v) == 2 for k, v in means.items())  # two seeds per setting
-        protocol = cells[f"convnet3-{norm}-1ep-optim.lr=0.05" + ("-model.deconv.n_iter=5" if norm == "deconv" else "")]
-        best_name = max(cells, key=cells.get)
+        protocol = cells[f"convnet3-{norm}-1ep-optim.lr=0.0003" + ("-model.deconv.n_iter=5" if norm == "deconv" else "")]
+        best = max(cells.values())
+        winners = [name for name, acc in cells.items() if acc == best]  # ties possible
+        assert best > protocol + 20 and all("optim.lr=0.05" in name for name in winners)
         row = next(line for line in lines if line.startswith(f"| convnet3 | {label} | 1 |"))
         _, _, _, _, proto_cell, best_cell, setting, _ = row.split("|")
         assert float(proto_cell) == pytest.approx(protocol, abs=0.006)
-        assert float(best_cell) == pytest.approx(cells[best_name], abs=0.006)
-        assert setting.strip().replace(", ", "-") in best_name
+        assert float(best_cell) == pytest.approx(best, abs=0.006)
+        assert any(setting.strip().replace(", ", "-") in name for name in winners)
         table1 = next(line for line in lines if line.startswith("| convnet3 ("))
         assert f" {protocol:.2f} " in table1
 

@@ -92,6 +92,52 @@ def test_bf16_autocast_is_active_on_cpu(tiny_recipe):
     assert accuracy > 0.375
 
 
+def test_fp16_on_cpu_scales_the_loss_and_skips_overflowing_steps(tiny_recipe):
+    from fastai.callback.core import Callback
+
+    from ndeconv.train.callbacks import AcceleratorCallback
+
+    class Overflow(Callback):
+        """Makes the gradient of step 3 infinite, then records whether that step changed the weights."""
+        order = 5  # before the Accelerator callback unscales in before_step
+
+        def after_backward(self):
+            if self.train_iter == 3:
+                self.before = [p.detach().clone() for p in self.model.parameters()]
+                self.scale = self.learn.accelerator.scaler.get_scale()
+                next(iter(self.model.parameters())).grad.fill_(float("inf"))
+
+        def after_batch(self):
+            if self.train_iter == 4:  # train_iter counts batches done, so this is step 3's after_batch
+                self.unchanged = all(torch.equal(b, p) for b, p in zip(self.before, self.model.parameters()))
+                self.scale_after = self.learn.accelerator.scaler.get_scale()
+
+    recipe = load_recipe(tiny_recipe, {"train.precision": "fp16", "train.epochs": 1})
+    model = build_model(recipe)
+    convs = [m for m in model.modules() if isinstance(m, ndeconv.FastDeconv)]
+    seen = []
+    hooks = [c.register_forward_hook(lambda m, i, o: seen.append((o.dtype, m.training))) for c in convs]
+    accelerator = make_accelerator("fp16", cpu=True)
+    overflow = Overflow()
+    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), model, accelerator, cbs=[overflow])
+    before = [p.detach().clone() for p in model.parameters()]
+    try:
+        fit_recipe(learn, recipe)
+    finally:
+        for h in hooks:
+            h.remove()
+        make_accelerator("fp32", cpu=True)
+    assert isinstance(learn.accelerator, AcceleratorCallback)
+    assert [dtype for dtype, training in seen if training] and all(d == torch.float16 for d, t in seen if t)
+    assert all(c.running_deconv.dtype == torch.float32 for c in convs)  # statistics stay float32
+    assert overflow.scale == 2.0 ** 16 and overflow.scale_after == 2.0 ** 15  # the scaler backed off
+    assert overflow.unchanged  # the overflowing step was skipped
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # other steps were taken
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    train_loss, valid_loss, accuracy = learn.recorder.values[-1]
+    assert torch.isfinite(torch.tensor([train_loss, valid_loss])).all() and accuracy > 0.5
+
+
 def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
     start = time.time()
     while time.time() - start < timeout:

@@ -24,9 +24,9 @@ class AcceleratorCallback(Callback):
     Puts the model on the accelerator's device; with several processes it wraps the model in
     DistributedDataParallel and gives each process its shard of the training epoch (every
     process validates on the whole validation set, so all report the same metrics). Each
-    forward and loss runs under ``accelerator.autocast()`` (so ``bf16`` is active on CPU too).
-    With ``fp16`` the loss is scaled by a ``GradScaler`` and steps with overflowing gradients
-    are skipped.
+    forward and loss runs under ``accelerator.autocast()`` (so ``bf16`` is active on CPU too;
+    ``fp16`` on CPU uses ``torch.autocast("cpu", dtype=torch.float16)``). With ``fp16`` the loss
+    is scaled by a ``GradScaler`` and steps with overflowing gradients are skipped.
     """
 
     order = 11
@@ -51,8 +51,14 @@ class AcceleratorCallback(Callback):
         enabled = self.accelerator.mixed_precision == "fp16"
         self.scaler = torch.amp.GradScaler(device.type, enabled=enabled) if enabled else None
 
+    def _autocast_context(self):
+        """Accelerate's autocast; on CPU it knows only bf16, so fp16 uses ``torch.autocast`` directly."""
+        if self.accelerator.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.float16)
+        return self.accelerator.autocast()
+
     def before_batch(self) -> None:
-        self._autocast = self.accelerator.autocast()
+        self._autocast = self._autocast_context()
         self._autocast.__enter__()
 
     def _exit_autocast(self) -> None:

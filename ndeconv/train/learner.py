@@ -63,8 +63,6 @@ def make_accelerator(precision: str, cpu: bool | None = None) -> Accelerator:
     """
     mixed = _MIXED[precision]
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    if mixed == "fp16" and cpu:
-        raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=cpu)
