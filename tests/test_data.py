@@ -182,3 +182,48 @@ def test_limit_train_decodes_and_caches_only_its_subset(tiny_parquet):
     keep = subset_indices(N_TRAIN, 40)
     assert torch.equal(dls.train.images, torch.from_numpy(images).permute(0, 3, 1, 2)[keep])
     assert torch.equal(dls.train.labels, torch.from_numpy(labels)[keep])
+
+
+def _batches(dl):
+    return [(x.clone(), y.clone()) for x, y in dl]
+
+
+def test_uncached_path_with_resize_and_workers_gives_the_cached_images(tiny_parquet):
+    from tinydata import tiny_recipe_dict
+
+    from ndeconv.recipe import parse_recipe
+
+    raw = tiny_recipe_dict(tiny_parquet)
+    raw["data"].update(resize=20)  # decoded at 20x20, centre-cropped to 16x16 in validation
+    cached = make_dataloaders(parse_recipe(raw), device="cpu")
+    raw["data"]["cache"], raw["train"]["num_workers"] = False, 2
+    uncached = make_dataloaders(parse_recipe(raw), device="cpu")
+    assert cached.valid.n == uncached.valid.n == N_TEST
+    a, b = _batches(cached.valid), _batches(uncached.valid)
+    assert len(a) == len(b) and all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))
+    assert a[0][0].shape[-2:] == (SIZE, SIZE)
+    decoded = torch.stack([uncached.valid.dataset[i][0] for i in range(N_TEST)])
+    assert decoded.shape[-2:] == (20, 20) and torch.equal(decoded, cached.valid.images)
+    xb, yb = uncached.train.one_batch()  # the training side runs through the workers too
+    assert xb.shape == (32, 3, SIZE, SIZE) and torch.isfinite(xb).all()
+
+
+def test_cache_is_rebuilt_when_the_source_files_change(tmp_path):
+    from tinydata import tiny_recipe_dict, write_tiny_parquet
+
+    from ndeconv.recipe import parse_recipe
+
+    data = write_tiny_parquet(tmp_path / "data")
+    recipe = parse_recipe(tiny_recipe_dict(data))
+    first = make_dataloaders(recipe, device="cpu").train.images.clone()
+    import datasets
+    from PIL import Image
+
+    images, labels = tiny_arrays(N_TRAIN, 0)
+    inverted = 255 - images
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=CLASSES)})
+    datasets.Dataset.from_dict({"img": [Image.fromarray(a) for a in inverted], "label": labels.tolist()},
+                               features=features).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    second = make_dataloaders(recipe, device="cpu").train.images
+    assert torch.equal(first, torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert torch.equal(second, torch.from_numpy(inverted).permute(0, 3, 1, 2))

@@ -170,3 +170,35 @@ def test_top_level_cli_and_module_run_the_same_app(tiny_recipe, tmp_path):
     assert json.loads((out / "results.json").read_text())["epochs"] == 1
     listed = subprocess.run([sys.executable, "-m", "ndeconv", "recipes"], capture_output=True, text=True)
     assert listed.returncode == 0 and "cifar10" in listed.stdout and "digits" in listed.stdout
+
+
+@pytest.mark.slow
+def test_imagenet_style_run_from_a_jpeg_folder_uncached(tmp_path):
+    """The imagenet recipe's path: an image folder of JPEG files, decoded per item, random-resized crops."""
+    from PIL import Image
+
+    from tinydata import tiny_arrays, tiny_recipe_dict
+
+    for split, n, seed in (("train", 96, 0), ("test", 32, 1)):
+        images, labels = tiny_arrays(n, seed)
+        for i, (a, k) in enumerate(zip(images, labels)):
+            folder = tmp_path / "jpeg" / split / f"n0{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).resize((24, 24)).save(folder / f"{i}.JPEG", quality=90)
+    raw = tiny_recipe_dict(tmp_path / "jpeg")
+    raw["data"].update(resize=20, cache=False, image_column="image")
+    raw["augment"] = {"random_resized_crop": True, "scale": [0.35, 1.0], "flip": True}
+    raw["train"].update(epochs=2, num_workers=2, batch_size=16)
+    recipe = tmp_path / "imagenet_style.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(recipe), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 2 and results["train_images"] == 96
+    model = build_model(parse_recipe(yaml.safe_load((out / "config.yaml").read_text())))
+    load_model(model, str(out / "model.safetensors"))
+    dls = make_dataloaders(parse_recipe(yaml.safe_load((out / "config.yaml").read_text())), device="cpu")
+    assert type(dls.valid.dataset).__name__ == "DecodedImages"  # decoded per item, not cached
+    assert _accuracy(model, dls) == pytest.approx(results["accuracy"])
+    assert results["accuracy"] > 0.5
