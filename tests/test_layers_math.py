@@ -177,3 +177,22 @@ def test_newton_schulz_spectral_backward_equals_autograd_through_the_steps(n_ite
     leaf2 = cov.clone().requires_grad_()
     (expected,) = torch.autograd.grad(plain(leaf2), leaf2, grad_out)
     torch.testing.assert_close(spectral, expected, rtol=1e-8, atol=1e-8 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("mode, np_mode", [("reflect", "reflect"), ("replicate", "edge"), ("circular", "wrap"),
+                                           ("same", "constant")])
+def test_training_with_other_padding_matches_the_reference_on_the_padded_input(mode, np_mode):
+    """Reflect/replicate/circular padding and padding="same" (k=4: 1 before, 2 after): the layer
+    whitens the patches of the padded input, so the reference sees that input with no padding."""
+    k, pad = (4, ((1, 2), (1, 2))) if mode == "same" else (3, ((1, 1), (1, 1)))
+    kwargs = dict(padding="same") if mode == "same" else dict(padding=1, padding_mode=mode)
+    layer = ndeconv.FastDeconv(6, 5, k, block=3, sampling_stride=2, n_iter=5, dtype=torch.float64, **kwargs)
+    x = torch.randn(2, 6, 7, 8, dtype=torch.float64) * 2 + 0.5
+    y = layer(x)
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), *pad), mode=np_mode)
+    ref, stats = reference.fast_deconv(padded, layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+                                       block=3, sampling_stride=2, eps=1e-5, n_iter=5)
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    np.testing.assert_allclose(layer.running_mean[0].numpy(), 0.1 * stats[0][0], rtol=1e-6, atol=1e-12)
+    y.square().sum().backward()
+    assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
