@@ -247,3 +247,27 @@ def test_resume_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["train", "--resume", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "not a run directory (no config.yaml)" in empty.output
+
+
+@pytest.mark.slow
+def test_two_process_run_killed_and_resumed_through_the_launcher_is_exact(tiny_recipe, tmp_path):
+    args = ["train", str(tiny_recipe), "--epochs", "6", "--batch-size", "4", "--num-processes", "2", "-q"]
+    reference = subprocess.run(CLI + args + ["--out", str(tmp_path / "ref")], capture_output=True, text=True,
+                               timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(CLI + args + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_rows(out / "metrics.csv", 1, proc)
+    import psutil
+
+    tree = psutil.Process(proc.pid)
+    for p in [tree, *tree.children(recursive=True)]:  # the CLI, the launcher and both ranks
+        p.kill()
+    proc.communicate(timeout=60)
+    assert not (out / "results.json").exists() and 1 <= len(read_metrics(out / "metrics.csv")) < 6
+    resumed = subprocess.run(CLI + ["train", "--resume", str(out), "--num-processes", "2", "-q"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["world_size"] == 2
+    _assert_identical(_run_state(out), _run_state(tmp_path / "ref"))
