@@ -270,7 +270,8 @@ def compare_cmd(
     subset = f", {r.train.limit_train} training images" if r.train.limit_train else ""
     title = f"{r.name}: BN vs network deconvolution (ND){subset}"
     rows = write_outputs(cells, budgets, out, title, seeds=seed_list)
-    console.print(rich_table(rows, budgets, title))
+    if rows:
+        console.print(rich_table(rows, budgets, title))
     console.print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.png'}", highlight=False)
 
 

@@ -35,7 +35,7 @@ from .recipe import Recipe, apply_override, parse_recipe, recipe_to_dict
 from .train.checkpoint import read_metrics
 from .train.run import CONFIG, resume, train
 
-__all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "best_rows", "table_markdown", "table_csv",
+__all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "table_markdown", "table_csv",
            "plot_curves", "write_outputs"]
 
 NORMS = ("bn", "deconv")
@@ -181,17 +181,25 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
 
 
+def setting_rows(cells: list[Cell]) -> list[dict]:
+    """Per model, norm, budget and grid setting: mean accuracy (%) and seconds over its seeds."""
+    return [{"model": model, "norm": LABEL[norm], "epochs": epochs, "setting": group[0].label,
+             "protocol": group[0].protocol, "accuracy": round(100 * _mean(group, "accuracy"), 2),
+             "runs": len(group), "seconds": round(_mean(group, "seconds"), 1)}
+            for (model, norm, epochs, _), group in _groups(cells).items()]
+
+
 def best_rows(cells: list[Cell]) -> list[dict]:
     """Per model, norm and budget: the protocol's accuracy and the best grid setting's (means over seeds, %)."""
     best: dict[tuple, dict] = {}
-    for (model, norm, epochs, _), group in _groups(cells).items():
-        entry = best.setdefault((model, norm, epochs), {"model": model, "norm": LABEL[norm], "epochs": epochs,
-                                                        "protocol": "", "best": -1.0, "setting": ""})
-        acc = round(100 * _mean(group, "accuracy"), 2)
-        if group[0].protocol:
-            entry["protocol"] = acc
-        if acc > entry["best"]:
-            entry.update(best=acc, setting=group[0].label)
+    for row in setting_rows(cells):
+        entry = best.setdefault((row["model"], row["norm"], row["epochs"]),
+                                {**{k: row[k] for k in ("model", "norm", "epochs")}, "protocol": "", "best": -1.0,
+                                 "setting": ""})
+        if row["protocol"]:
+            entry["protocol"] = row["accuracy"]
+        if row["accuracy"] > entry["best"]:
+            entry.update(best=row["accuracy"], setting=row["setting"])
     return list(best.values())
 
 
@@ -209,25 +217,32 @@ def _accuracy_cells(row: dict, budgets: list[int], emphasis: str) -> list[str]:
     return cells
 
 
-def table_markdown(rows: list[dict], budgets: list[int], title: str, best: list[dict] | None = None,
+def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list[Cell] | None = None,
                    seeds: list[int] | None = None) -> str:
-    """The paper's Table 1 layout: model (params) | BN e1 | ND e1 | BN e2 | ND e2 ...; then, with a
-    grid, the best setting per model, norm and budget."""
-    head = ["model (params)"] + [f"{n} {e} ep" for e in budgets for n in ("BN", "ND")]
+    """The paper's Table 1 layout for the recipe's own setting: model (params) | BN e1 | ND e1 | ...;
+    then, when ``cells`` hold a grid, the best setting per model, norm and budget, and every setting."""
     over = f", mean of seeds {', '.join(map(str, seeds))}" if seeds else ""
-    lines = [f"**{title}** (validation accuracy, %{over})", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [f"{row['model']} ({_fmt(row['params_M'])}M)", *_accuracy_cells(row, budgets, "**{}**")]
-        lines.append("| " + " | ".join(cells) + " |")
-    seconds = ", ".join(f"{row['model']} {e} ep: BN {_fmt(row[f'BN_{e}ep_seconds'])} s, "
-                        f"ND {_fmt(row[f'ND_{e}ep_seconds'])} s" for row in rows for e in budgets)
-    lines += ["", f"Training time: {seconds}.", ""]
-    if best:
+    lines = [f"**{title}** (validation accuracy, %{over})", ""]
+    if rows:
+        head = ["model (params)"] + [f"{n} {e} ep" for e in budgets for n in ("BN", "ND")]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            cells_ = [f"{row['model']} ({_fmt(row['params_M'])}M)", *_accuracy_cells(row, budgets, "**{}**")]
+            lines.append("| " + " | ".join(cells_) + " |")
+        seconds = ", ".join(f"{row['model']} {e} ep: BN {_fmt(row[f'BN_{e}ep_seconds'])} s, "
+                            f"ND {_fmt(row[f'ND_{e}ep_seconds'])} s" for row in rows for e in budgets)
+        lines += ["", f"Training time: {seconds}.", ""]
+    else:
+        lines += ["No run used the recipe's own setting (the paper's protocol) for every grid key.", ""]
+    if cells and any(c.setting for c in cells):
         lines += ["**Best setting of the grid** (the recipe's own setting is the paper's protocol)", "",
                   "| model | norm | epochs | protocol | best | best setting |", "|---|---|---|---|---|---|"]
         lines += [f"| {b['model']} | {b['norm']} | {b['epochs']} | {_fmt(b['protocol'])} | {b['best']:.2f} | "
-                  f"{b['setting']} |" for b in best]
+                  f"{b['setting']} |" for b in best_rows(cells)]
+        lines += ["", "**Every setting** (accuracy %, mean over its runs; training seconds per run)", "",
+                  "| model | norm | epochs | setting | accuracy | runs | seconds |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['norm']} | {r['epochs']} | {r['setting']}{' (protocol)' * r['protocol']} | "
+                  f"{r['accuracy']:.2f} | {r['runs']} | {r['seconds']:.1f} |" for r in setting_rows(cells)]
         lines.append("")
     return "\n".join(lines)
 
@@ -305,8 +320,7 @@ def write_outputs(cells: list[Cell], budgets: list[int], out: Path, title: str,
                   seeds: list[int] | None = None) -> list[dict]:
     """``table.md``, ``table.csv`` and ``curves.png`` in ``out``; returns the protocol table's rows."""
     rows = table_rows(cells, budgets)
-    best = best_rows(cells) if any(c.setting for c in cells) else None
-    write_text(out / "table.md", table_markdown(rows, budgets, title, best, seeds))
+    write_text(out / "table.md", table_markdown(rows, budgets, title, cells, seeds))
     write_text(out / "table.csv", table_csv(cells))
     plot_curves(cells, out / "curves.png", title)
     return rows

@@ -133,7 +133,11 @@ def test_grid_table_shows_protocol_and_best_setting(grid_comparison):
         assert float(best_cell) == pytest.approx(best, abs=0.006)
         assert any(setting.strip().replace(", ", "-") in name for name in winners)
         table1 = next(line for line in lines if line.startswith("| convnet3 ("))
-        assert f" {protocol:.2f} " in table1
+        assert f"{protocol:.2f}" in table1.split("|")[2 if norm == "bn" else 3]
+        every = lines[lines.index("| model | norm | epochs | setting | accuracy | runs | seconds |"):]
+        listed = [line for line in every if line.startswith(f"| convnet3 | {label} | 1 |")]
+        assert sorted(float(line.split("|")[5]) for line in listed) == pytest.approx(sorted(cells.values()), abs=0.006)
+        assert sum("(protocol)" in line for line in listed) == 1
 
 
 def test_grid_reuses_finished_cells(grid_comparison):
