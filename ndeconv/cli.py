@@ -235,7 +235,8 @@ def _csv_list(text: str, option: str, cast: type = str) -> list:
 def compare_cmd(
     recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name."),
     models: Optional[str] = typer.Option(None, help="Comma-separated timm models (default: the recipe's)."),
-    epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 (default: the recipe's)."),
+    epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 "
+                                         "(default: the recipe's)."),
     norms: str = typer.Option("bn,deconv", help="Comma-separated norms to train: bn, deconv."),
     grid: list[str] = typer.Option([], "--grid", help="Train every value of a recipe key: --grid optim.lr=0.1,0.03 "
                                    "(repeatable; every combination is a cell)."),
@@ -291,7 +292,6 @@ def viz_cmd(
     """Render the paper's pictures from real images (default: scikit-learn's bundled photos)."""
     from . import viz
     from .errors import RecipeError
-
     from .io import check_writable
 
     if kind not in VIZ_KINDS:

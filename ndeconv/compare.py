@@ -18,10 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ from .recipe import Recipe, apply_override, parse_recipe, recipe_to_dict
 from .train.checkpoint import read_metrics
 from .train.run import CONFIG, resume, train
 
-__all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "table_markdown", "table_csv",
-           "plot_curves", "write_outputs"]
+__all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "table_markdown",
+           "table_csv", "plot_curves", "write_outputs"]
 
 NORMS = ("bn", "deconv")
 LABEL = {"bn": "BN", "deconv": "ND"}

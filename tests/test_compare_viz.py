@@ -123,7 +123,8 @@ def test_grid_table_shows_protocol_and_best_setting(grid_comparison):
     for norm, label in (("bn", "BN"), ("deconv", "ND")):
         cells = {k[1]: sum(v) / len(v) for k, v in means.items() if k[0] == norm}
         assert all(len(v) == 2 for k, v in means.items())  # two seeds per setting
-        protocol = cells[f"convnet3-{norm}-1ep-optim.lr=0.0003" + ("-model.deconv.n_iter=5" if norm == "deconv" else "")]
+        suffix = "-model.deconv.n_iter=5" if norm == "deconv" else ""
+        protocol = cells[f"convnet3-{norm}-1ep-optim.lr=0.0003{suffix}"]
         best = max(cells.values())
         winners = [name for name, acc in cells.items() if acc == best]  # ties possible
         assert best > protocol + 20 and all("optim.lr=0.05" in name for name in winners)

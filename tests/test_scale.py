@@ -209,7 +209,7 @@ def test_killed_run_resumes_exactly(uninterrupted, tmp_path, sig):
     # with progress output: epochs skipped on resume must not trip the progress callback
     resumed = subprocess.run(CLI + ["train", "--resume", str(out)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
+    assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
     state = _run_state(out)
     assert [r["epoch"] for r in state["rows"]] == [1, 2, 3]
     _assert_identical(state, reference)

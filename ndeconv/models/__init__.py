@@ -35,5 +35,5 @@ PAPER_PARAMS_M = {
     "efficientnetb0_cifar": 2.91,
 }
 
-__all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "PAPER_STEM", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile", "pnasnet",
-           "resnet", "simple", "vgg"]
+__all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "PAPER_STEM", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile",
+           "pnasnet", "resnet", "simple", "vgg"]
