@@ -167,3 +167,4 @@ def test_models_cli_lists_counts():
     assert result.exit_code == 0, result.output
     for name in CIFAR_MODELS:
         assert name in result.output
+    assert "paper (deconv)" in result.output  # the paper counted its deconvolved models
