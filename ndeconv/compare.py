@@ -285,7 +285,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
     shown = [c for c in cells if c.protocol] or cells
     models = list(dict.fromkeys(c.model for c in shown))
     longest = {m: max(c.epochs for c in shown if c.model == m) for m in models}
-    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(models), figsize=(max(4.2 * len(models), 6.0), 6.4), squeeze=False)
     for col, model in enumerate(models):
         drawn: set[str] = set()
         for cell in shown:
@@ -301,14 +301,15 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
             axes[1, col].plot(seconds, acc, **style)
         axes[0, col].set_title(model)
         axes[0, col].set_xlabel("epoch")
-        axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0, col].set_xlim(0.5, longest[model] + 0.5)
+        axes[0, col].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes[1, col].set_xlabel("training seconds")
         axes[1, col].set_xlim(left=0)
         for ax in axes[:, col]:
             ax.set_ylabel("validation accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
