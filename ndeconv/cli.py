@@ -30,7 +30,8 @@ DEFAULT_RECIPE = "digits"
 
 
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn ndeconv's input errors into one ``error:`` line and exit status 2."""
+    """Turn ndeconv's input errors into one ``error:`` line and exit status 2, and Ctrl-C into
+    ``interrupted`` and exit status 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +43,9 @@ def friendly_errors(fn: Callable) -> Callable:
         except (NdeconvError, UnsupportedLayerError) as e:
             err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -358,9 +362,8 @@ def export_cmd(
 
 
 def main() -> None:
-    """Console-script entry point; Ctrl-C before training starts is a one-line message, exit 130."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted", highlight=False)
-        raise SystemExit(130) from None
+    """Run the command line (``python -m ndeconv``, ``python cli.py``); the ``ndeconv`` script goes
+    through ``_ndeconv_entry``, which also catches Ctrl-C while the package is importing."""
+    from _ndeconv_entry import main as entry
+
+    entry()

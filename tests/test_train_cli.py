@@ -202,3 +202,22 @@ def test_imagenet_style_run_from_a_jpeg_folder_uncached(tmp_path):
     assert type(dls.valid.dataset).__name__ == "DecodedImages"  # decoded per item, not cached
     assert _accuracy(model, dls) == pytest.approx(results["accuracy"])
     assert results["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5, 4.0])
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay, tmp_path):
+    """While torch imports, while data and model load, or in the first epoch: one line, exit 130."""
+    import shutil
+    import signal
+    import time
+
+    script = shutil.which("ndeconv")
+    assert script, "the ndeconv console script is installed"
+    proc = subprocess.Popen([script, "train", "--out", str(tmp_path / "run"), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("interrupted") and "Traceback" not in stderr
