@@ -4,14 +4,28 @@ with one line and exit status 130 instead of a traceback.
 It lives outside the package because importing anything in ``ndeconv`` first imports torch.
 """
 
+import os
+import signal
 import sys
 
 
-def main() -> None:
-    """Import and run the command line, turning an interrupt into ``interrupted`` and exit 130."""
-    try:
-        from ndeconv.cli import app
+def _exit_interrupted(signum: int = signal.SIGINT, frame: object = None) -> None:
+    """Leave at once: an interrupt raised inside a half-done import can be swallowed or corrupt it."""
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
+
+def main() -> None:
+    """Import and run the command line, turning an interrupt into ``interrupted`` and exit 130.
+
+    While the heavy imports run, Ctrl-C exits straight away; once they are done, interrupts become
+    ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary.
+    """
+    signal.signal(signal.SIGINT, _exit_interrupted)
+    from ndeconv.cli import app
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
         app()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -204,7 +204,7 @@ def test_imagenet_style_run_from_a_jpeg_folder_uncached(tmp_path):
     assert results["accuracy"] > 0.5
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5, 4.0])
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45, 0.6, 1.5, 4.0])
 def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay, tmp_path):
     """While torch imports, while data and model load, or in the first epoch: one line, exit 130."""
     import shutil
