@@ -5,15 +5,27 @@ from .convert import ConversionReport, UnsupportedLayerError, deconvolve, stem_s
 from .distributed import sync_deconv_stats
 from .fuse import fuse
 from .init import reset_parameters
-from .layers import ChannelDeconv, Delinear, FastDeconv
+from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconvSame
 from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``load`` and ``push`` (:mod:`ndeconv.hub`) import the training stack, so only when first used."""
+    if name in ("load", "push"):
+        from . import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module 'ndeconv' has no attribute {name!r}")
+
 
 __all__ = [
     "functional",
     "models",
     "FastDeconv",
+    "FastDeconvSame",
+    "FastDeconv1d",
     "ChannelDeconv",
     "Delinear",
     "deconvolve",
@@ -21,6 +33,8 @@ __all__ = [
     "stem_settings",
     "sync_deconv_stats",
     "fuse",
+    "load",
+    "push",
     "ConversionReport",
     "UnsupportedLayerError",
     "register_rule",

@@ -1,4 +1,4 @@
-"""The ``ndeconv`` command line (Typer): ``train``, ``recipes``, ``models``, ``compare``, ``export``.
+"""The ``ndeconv`` command line (Typer): ``train``, ``recipes``, ``models``, ``compare``, ``export``, ``push``.
 
 Bad input (recipe, data, run directory, unsupported layer) ends with one ``error: ...`` line on
 stderr and exit status 2, never a traceback.
@@ -117,19 +117,20 @@ def list_recipes() -> None:
 
 FLAG_KEYS = {"model.name": "--model", "model.norm": "--norm", "train.epochs": "--epochs", "optim.lr": "--lr",
              "train.batch_size": "--batch-size", "train.precision": "--precision", "data.path": "--data",
-             "train.limit_train": "--limit-train", "train.seed": "--seed"}
+             "train.limit_train": "--limit-train", "train.seed": "--seed", "train.log_with": "--log-with"}
 
 
 def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
                precision: str | None, data: Path | None, limit_train: int | None, seed: int | None,
-               sets: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+               log_with: str | None, sets: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The recipe overrides of the flags and ``--set`` items, and the option each came from (for errors)."""
     from .errors import RecipeError
 
     flags = {"model.name": model, "model.norm": norm, "train.epochs": epochs, "optim.lr": lr,
              "train.batch_size": batch_size, "train.precision": precision,
              "data.path": None if data is None else str(data.expanduser().resolve()),
-             "train.limit_train": limit_train, "train.seed": seed}
+             "train.limit_train": limit_train, "train.seed": seed,
+             "train.log_with": None if log_with is None else [t.strip() for t in log_with.split(",") if t.strip()]}
     overrides = {k: v for k, v in flags.items() if v is not None}
     sources = {k: FLAG_KEYS[k] for k in overrides}
     for item in sets:
@@ -168,6 +169,8 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<recipe>-<model>-<norm>-<time>)."),
     limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
     seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
+    log_with: Optional[str] = typer.Option(None, help="Comma-separated Accelerate trackers, e.g. tensorboard, "
+                                                      "trackio, wandb (train.log_with); files go to RUN_DIR/logs."),
     set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),
     num_processes: int = typer.Option(1, min=1, help="Data-parallel processes, launched with `accelerate launch`."),
@@ -187,12 +190,12 @@ def train_cmd(
     _quiet_datasets(quiet)
     if resume is None:
         r = load_recipe(recipe, *_overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
-                                            set_))
+                                            log_with, set_))
         run_dir = check_writable(out or default_run_dir(r), directory=True)
     else:
         given = {"a recipe": recipe != DEFAULT_RECIPE, "--model": model, "--norm": norm, "--epochs": epochs,
                  "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data, "--out": out,
-                 "--limit-train": limit_train, "--seed": seed, "--set": set_}
+                 "--limit-train": limit_train, "--seed": seed, "--log-with": log_with, "--set": set_}
         extra = [name for name, value in given.items() if value not in (None, False, [])]
         if extra:
             raise RecipeError(f"--resume continues {resume} with its own recipe; drop {', '.join(extra)} "
@@ -260,7 +263,7 @@ def compare_cmd(
     from .recipe import load_recipe
 
     _quiet_datasets(quiet)
-    r = load_recipe(recipe, *_overrides(None, None, None, None, None, None, data, limit_train, None, set_))
+    r = load_recipe(recipe, *_overrides(None, None, None, None, None, None, data, limit_train, None, None, set_))
     names = _csv_list(models, "--models") if models else [r.model.name]
     unknown = [m for m in names if not timm.is_model(m)]
     if unknown:
@@ -359,6 +362,21 @@ def export_cmd(
             from .errors import RunDirError
 
             raise RunDirError(f"{path}: onnxruntime output differs from PyTorch by {diff:.2e}")
+
+
+@app.command("push")
+@friendly_errors
+def push_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (from `ndeconv train`)."),
+    repo_id: str = typer.Argument(..., help="Hugging Face hub model repository, e.g. user/vgg16-deconv-cifar10."),
+    private: bool = typer.Option(False, help="Create the repository as private."),
+) -> None:
+    """Upload a finished run (model, recipe, metrics, model card) to the Hugging Face hub; load it
+    back with ``ndeconv.load("hf-hub:REPO_ID")``."""
+    from .hub import push
+
+    url = push(run_dir, repo_id, private=private)
+    console.print(f"pushed {run_dir} to {url}")
 
 
 def main() -> None:

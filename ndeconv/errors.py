@@ -21,3 +21,7 @@ class RunDirError(NdeconvError, ValueError):
 
 class OutputError(NdeconvError, ValueError):
     """An output path (run directory, picture, export file) that cannot be written."""
+
+
+class HubError(NdeconvError, OSError):
+    """The Hugging Face hub cannot be reached, or has no such repository, or refused an upload."""

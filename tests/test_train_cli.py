@@ -37,7 +37,7 @@ def test_train_writes_a_complete_run_directory(tiny_recipe, tmp_path):
     result = runner.invoke(app, ["train", str(tiny_recipe), "--out", str(out), "--quiet", "--set", "train.seed=3"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.csv", "checkpoint.pth", "model.safetensors",
-                                             "results.json"}
+                                             "README.md", "results.json"}
     results = json.loads((out / "results.json").read_text())
     assert (results["model"], results["norm"], results["epochs"]) == ("convnet3", "deconv", 2)
     assert results["accuracy"] > 1.5 / CLASSES  # well above chance

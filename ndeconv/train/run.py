@@ -1,8 +1,9 @@
 """One training run: recipe in, complete run directory out (and resumable if interrupted).
 
 A run directory holds ``config.yaml`` (the resolved recipe), ``metrics.csv`` (a row per epoch),
-``checkpoint.pth`` (after every epoch), and, once training finished, ``model.safetensors`` and
-``results.json``. ``results.json`` is written last: its presence marks a complete run.
+``checkpoint.pth`` (after every epoch), and, once training finished, ``model.safetensors``, the
+model card ``README.md`` and ``results.json``; with trackers, ``logs/``. ``results.json`` is written
+last: its presence marks a complete run.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from safetensors.torch import save_model
 from .. import __version__
 from ..data import load_splits, make_dataloaders
 from ..errors import RecipeError, RunDirError
-from ..io import atomic_write, check_writable, write_json, write_yaml
+from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
 from ..recipe import Recipe, parse_recipe, recipe_to_dict
 from .callbacks import RichProgressCallback, RunDirCallback
+from .card import CARD, model_card
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics
 from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
+from .tracking import TrackerCallback, flat_config
 
 __all__ = ["train", "resume", "default_run_dir", "load_run_recipe", "CONFIG", "RESULTS", "WEIGHTS"]
 
@@ -56,7 +59,8 @@ def _num_params(model: torch.nn.Module) -> int:
 def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None, progress: bool,
          sync_stats: bool, cbs: list | None) -> dict:
     set_seed(recipe.train.seed)
-    accelerator = make_accelerator(recipe.train.precision)
+    accelerator = make_accelerator(recipe.train.precision, log_with=recipe.train.log_with,
+                                   project_dir=str(run_dir))
     is_main = accelerator.is_main_process
     splits = load_splits(recipe.data)
     dls = make_dataloaders(recipe, splits=splits)
@@ -68,7 +72,8 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     rows = read_metrics(run_dir / METRICS) if resuming and (run_dir / METRICS).exists() else []
     run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
     progress_cb = RichProgressCallback(console, enabled=progress and is_main)
-    learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *(cbs or [])])
+    tracking = [TrackerCallback(accelerator, flat_config(recipe))] if recipe.train.log_with else []
+    learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
     start_epoch = 0
     if resuming:
         start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
@@ -98,6 +103,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         results["top5"] = last["top5"]
     if is_main:
         atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
+        write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows))
         write_json(run_dir / RESULTS, results)
     accelerator.wait_for_everyone()
     return results

@@ -1,0 +1,91 @@
+"""Finished runs as models: load one in a single call (from a run directory or the Hugging Face
+hub) and share one on the hub, the way timm models load and share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from .errors import HubError, RunDirError
+from .export import load_run_model
+from .fuse import fuse as fuse_model
+from .io import write_text
+from .recipe import Recipe
+from .train.card import CARD, model_card
+from .train.checkpoint import METRICS, read_metrics
+from .train.run import RESULTS, load_run_recipe
+
+__all__ = ["HF_PREFIX", "load", "push", "resolve_run_dir"]
+
+HF_PREFIX = "hf-hub:"
+
+#: Files of a run directory that stay local: the resume checkpoint is large and only resumes training.
+LOCAL_ONLY = ["checkpoint.pth"]
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def resolve_run_dir(source: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A local run directory for ``source``: the path itself, or the hub snapshot of ``hf-hub:REPO_ID``
+    (downloaded with ``huggingface_hub.snapshot_download``; offline, the local cache is used)."""
+    text = str(source)
+    if not text.startswith(HF_PREFIX):
+        return Path(source)
+    repo_id = text[len(HF_PREFIX):]
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir))
+    except Exception as e:  # offline, unknown repository, no network: all one line for the user
+        raise HubError(f"{text}: cannot get it from the Hugging Face hub ({_one_line(e)})") from None
+
+
+def _pretrained_cfg(model: nn.Module, recipe: Recipe) -> dict:
+    d = recipe.data
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(input_size=(d.channels, d.image_size, d.image_size), mean=tuple(d.mean), std=tuple(d.std),
+               num_classes=d.num_classes, crop_pct=1.0, interpolation=cfg.get("interpolation", "bilinear"),
+               ndeconv={"norm": recipe.model.norm, "recipe": recipe.name})
+    return cfg
+
+
+def load(source: str | Path, *, fuse: bool = False, cache_dir: str | Path | None = None) -> nn.Module:
+    """The trained model of a finished run, in eval mode: ``source`` is a run directory or ``hf-hub:REPO_ID``.
+
+    The model is as it was trained (deconvolved or with BN); ``fuse=True`` folds the deconvolution
+    into plain convs (:func:`ndeconv.fuse`). ``model.pretrained_cfg`` says what it expects as input
+    (size, mean, std) and how many classes it predicts, as for a timm model.
+    """
+    model, recipe = load_run_model(resolve_run_dir(source, cache_dir))
+    cfg = _pretrained_cfg(model, recipe)
+    if fuse:
+        model = fuse_model(model)
+    model.pretrained_cfg = model.default_cfg = cfg
+    return model.eval()
+
+
+def push(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload a finished run directory (model, recipe, metrics, model card; not the resume
+    checkpoint) to the hub repository ``repo_id``, creating it if needed. Returns the commit URL."""
+    run_dir = Path(run_dir)
+    recipe = load_run_recipe(run_dir)
+    if not (run_dir / RESULTS).is_file():
+        raise RunDirError(f"{run_dir}: the run has not finished (no {RESULTS}); only finished runs can be pushed")
+    if not (run_dir / CARD).is_file():  # runs trained before model cards existed
+        results = json.loads((run_dir / RESULTS).read_text())
+        write_text(run_dir / CARD, model_card(recipe, results, read_metrics(run_dir / METRICS)))
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=run_dir, repo_id=repo_id, ignore_patterns=LOCAL_ONLY,
+                                   commit_message=f"ndeconv: {recipe.model.name} ({recipe.model.norm}) on {recipe.name}")
+    except Exception as e:  # no network, no token, refused: one line
+        raise HubError(f"{repo_id}: cannot upload to the Hugging Face hub ({_one_line(e)})") from None
+    return str(getattr(commit, "commit_url", commit))
