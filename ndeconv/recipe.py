@@ -88,7 +88,8 @@ class OptimSpec:
 
 @dataclass
 class TrainSpec:
-    """Length, batch size, precision and seed of a run."""
+    """Length, batch size, precision and seed of a run, and the experiment trackers it logs to
+    (``log_with``: Accelerate tracker names such as ``tensorboard``, ``trackio``, ``wandb``)."""
 
     epochs: int
     batch_size: int
@@ -96,6 +97,7 @@ class TrainSpec:
     seed: int = 0
     limit_train: int | None = None
     num_workers: int = 0
+    log_with: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..errors import RecipeError
 from ..init import initialize
 from ..recipe import Recipe
 from .callbacks import AcceleratorCallback
+from .tracking import check_trackers
 
 __all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "fit_recipe", "top5"]
 
@@ -55,8 +56,10 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def make_accelerator(precision: str, cpu: bool | None = None) -> Accelerator:
-    """An ``Accelerator`` with the recipe's mixed precision (``fp32`` means none).
+def make_accelerator(precision: str, cpu: bool | None = None, log_with: list[str] | None = None,
+                     project_dir: str | None = None) -> Accelerator:
+    """An ``Accelerator`` with the recipe's mixed precision (``fp32`` means none) and trackers
+    (``log_with``, writing under ``project_dir``).
 
     Accelerate keeps one precision per process; a later run in the same process (a notebook
     comparing fp32 and bf16) resets that part of its state, keeping the process group.
@@ -65,7 +68,8 @@ def make_accelerator(precision: str, cpu: bool | None = None) -> Accelerator:
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed, cpu=cpu)
+    trackers = check_trackers(log_with or [])
+    return Accelerator(mixed_precision=mixed, cpu=cpu, log_with=trackers or None, project_dir=project_dir)
 
 
 def top5(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
