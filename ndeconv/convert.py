@@ -19,10 +19,12 @@ class UnsupportedLayerError(TypeError):
 
 @dataclass
 class ConversionReport:
-    """What :func:`deconvolve` changed: ``(path, old type, new type)`` per replaced module."""
+    """What :func:`deconvolve` changed: ``(path, old type, new type)`` per replaced module, the
+    layers kept for want of a rule, and the modules whose in-place operation was turned off."""
 
     changes: list[tuple[str, str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_inplace: list[str] = field(default_factory=list)
 
     def counts(self) -> Counter:
         """``{"Conv2d -> FastDeconv": n, ...}``."""
@@ -31,6 +33,8 @@ class ConversionReport:
     def __str__(self) -> str:
         lines = [f"{n:4d} x {change}" for change, n in sorted(self.counts().items())]
         lines += [f"skipped (no rule): {path} ({kind})" for path, kind in self.skipped]
+        if self.not_inplace:
+            lines.append(f"{len(self.not_inplace):4d} x in-place operation turned off")
         return "\n".join(lines) or "nothing to convert"
 
 
@@ -48,7 +52,22 @@ def _classifier_path(model: nn.Module) -> str | None:
 
 def _stem_path(model: nn.Module) -> str | None:
     """Path of the first convolution (it sees the image; ``stem_n_iter`` applies to it)."""
-    return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    return next((name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))), None)
+
+
+def _turn_off_inplace(model: nn.Module) -> list[str]:
+    """Set ``inplace = False`` on every module that has it (activations, dropout); return their paths.
+
+    A batch norm used to hand the activation after it a fresh tensor. Without it the activation
+    can run in place on a tensor that a deconvolution layer elsewhere (another branch, a
+    shortcut) saved for its backward, and autograd fails ("modified by an inplace operation").
+    """
+    paths = []
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "inplace", None), bool) and module.inplace:
+            module.inplace = False
+            paths.append(name)
+    return paths
 
 
 def stem_settings(model: nn.Module) -> dict[str, int]:
@@ -71,7 +90,8 @@ def deconvolve(
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
 
-    Every ``Conv2d`` becomes :class:`FastDeconv` (same geometry and weights, ``block``,
+    Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, timm's
+    ``Conv2dSame``: :class:`FastDeconvSame`; same geometry and weights, ``block``,
     ``sampling_stride``, ``n_iter``, ``eps``), every batch norm is removed (fused norm+act layers
     keep their activation), and with ``block_fc > 0`` the classifier ``Linear`` becomes
     :class:`Delinear`. The first conv gets ``stem_n_iter`` steps and freezes its estimate after
@@ -79,8 +99,9 @@ def deconvolve(
     :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
     freezing. The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
     layer without a rule raises :class:`UnsupportedLayerError` naming it (``strict=True``) or is
-    kept with a warning. Converting twice is a no-op. The report is attached as
-    ``model.deconv_report``.
+    kept with a warning. In-place activations and dropouts are made out-of-place: with the norms
+    gone they could overwrite a tensor a deconvolution layer saved for backward. Converting twice
+    is a no-op. The report is attached as ``model.deconv_report``.
 
     The weights are kept as given, so a trained model converts unchanged. A whitened layer is
     nearly invariant to its weight's scale, so the starting scale sets the effective learning
@@ -117,5 +138,6 @@ def deconvolve(
                 report.changes.append((path, type(child).__name__, type(new).__name__))
 
     visit(model, "")
+    report.not_inplace = _turn_off_inplace(model)
     model.deconv_report = report
     return model

@@ -25,6 +25,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "resolve_block",
+    "same_padding",
     "conv_patch_samples",
     "linear_samples",
     "conv_weight_blocks",
@@ -49,6 +50,19 @@ def resolve_block(block: int, channels: int) -> int:
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def same_padding(size: Sequence[int], kernel_size: int | Sequence[int], stride: int | Sequence[int],
+                 dilation: int | Sequence[int] = 1) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) of TensorFlow's "SAME" convolution on an input of
+    spatial ``size`` (H, W): the output has ``ceil(size / stride)`` positions and the odd pixel of
+    padding goes after. Works for any stride, unlike ``padding="same"`` in PyTorch."""
+    pads = []
+    for n, k, s, d in zip(size, _pair(kernel_size), _pair(stride), _pair(dilation)):
+        total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return left, right, top, bottom
 
 
 def conv_patch_samples(

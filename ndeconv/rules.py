@@ -17,7 +17,7 @@ from timm import layers as tl
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from .layers import ChannelDeconv, Delinear, FastDeconv
+from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconvSame
 
 __all__ = ["ConversionContext", "DeconvConfig", "Rule", "register_rule", "get_rule", "list_rules", "NormFreeAct"]
 
@@ -82,17 +82,22 @@ def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     return module
 
 
-register_rule(FastDeconv, Delinear, ChannelDeconv, NormFreeAct)(keep)
+register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, Delinear, ChannelDeconv, NormFreeAct)(keep)
 
 
-@register_rule(nn.Conv2d)
-def conv_to_fast_deconv(module: nn.Conv2d, ctx: ConversionContext) -> nn.Module:
-    """Every conv becomes ``FastDeconv`` with its geometry and weights, plus a (zero) bias that
-    takes over the removed norm's shift; the first conv gets the stem's ``n_iter``/``freeze_iter``."""
+_CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d: FastDeconv1d}
+
+
+@register_rule(*_CONV_LAYERS)
+def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
+    """Every conv becomes its deconvolution layer (``Conv2d``: ``FastDeconv``, timm's ``Conv2dSame``:
+    ``FastDeconvSame``, ``Conv1d``: ``FastDeconv1d``) with its geometry and weights, plus a (zero)
+    bias that takes over the removed norm's shift; the first conv gets the stem's
+    ``n_iter``/``freeze_iter``."""
     cfg = ctx.config
     n_iter = cfg.stem_n_iter if ctx.is_stem and cfg.stem_n_iter is not None else cfg.n_iter
     freeze_iter = cfg.stem_freeze_iter if ctx.is_stem else None
-    return FastDeconv.from_conv(
+    return _CONV_LAYERS[type(module)].from_conv(
         module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps,
         freeze_iter=freeze_iter,
     )

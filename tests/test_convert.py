@@ -49,8 +49,9 @@ def test_cifar_model_bn_and_deconvolved_train(name):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
-TIMM_MODELS = ["resnet18", "efficientnet_b0", "mobilenetv3_small_100", "regnetx_002", "regnety_002", "densenet121",
-               "resnet50d", "mixnet_s", "ghostnet_100", "dla34", "rexnet_100", "cspresnet50", "repvgg_a0"]
+TIMM_MODELS = ["resnet18", "efficientnet_b0", "tf_efficientnet_b0", "mobilenetv3_small_100", "regnetx_002",
+               "regnety_002", "densenet121", "resnet50d", "mixnet_s", "ghostnet_100", "dla34", "rexnet_100",
+               "cspresnet50", "repvgg_a0"]
 
 
 @pytest.mark.parametrize("name", TIMM_MODELS)
@@ -95,8 +96,8 @@ def test_unknown_norm_is_a_clear_error_or_a_warning():
 
 
 def test_unsupported_conv_type_is_named():
-    model = nn.Sequential(nn.Conv1d(3, 4, 3))
-    with pytest.raises(ndeconv.UnsupportedLayerError, match="Conv1d"):
+    model = nn.Sequential(nn.Conv3d(3, 4, 3))
+    with pytest.raises(ndeconv.UnsupportedLayerError, match="Conv3d"):
         ndeconv.deconvolve(model)
 
 
@@ -168,3 +169,30 @@ def test_models_cli_lists_counts():
     for name in CIFAR_MODELS:
         assert name in result.output
     assert "paper (deconv)" in result.output  # the paper counted its deconvolved models
+
+
+class _Fork(nn.Module):
+    """A tensor that one branch's conv reads and the other branch's norm + in-place ReLU reads: with
+    the norm removed, the ReLU would overwrite what the first branch's deconvolution saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.branch = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.act = nn.ReLU(inplace=True)
+        self.other = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        t = self.stem(x)
+        return self.branch(t) + self.other(self.act(self.norm(t)))
+
+
+@pytest.mark.parametrize("build", [_Fork, lambda: timm.create_model("dpn68", num_classes=5)], ids=["fork", "dpn68"])
+def test_inplace_activations_after_removed_norms_do_not_break_backward(build):
+    model = ndeconv.deconvolve(build())
+    assert "act" in model.deconv_report.not_inplace or len(model.deconv_report.not_inplace) > 5
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    model(x).square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

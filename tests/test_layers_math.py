@@ -196,3 +196,85 @@ def test_training_with_other_padding_matches_the_reference_on_the_padded_input(m
     np.testing.assert_allclose(layer.running_mean[0].numpy(), 0.1 * stats[0][0], rtol=1e-6, atol=1e-12)
     y.square().sum().backward()
     assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("stride, hw, pad", [
+    # TF "SAME": out = ceil(n / s), total = (out - 1) s + k - n, the odd pixel after (k = 3)
+    (2, (7, 8), ((1, 1), (0, 1))),   # H: out 4, total 2; W: out 4, total 1
+    (1, (6, 5), ((1, 1), (1, 1))),
+    (2, (6, 6), ((0, 1), (0, 1))),   # out 3, total 1
+])
+def test_fast_deconv_same_matches_the_reference_on_the_tf_same_padded_input(stride, hw, pad):
+    from timm.layers import Conv2dSame
+
+    conv = Conv2dSame(6, 5, 3, stride=stride).double()
+    model = ndeconv.deconvolve(torch.nn.Sequential(conv), block=3, sampling_stride=2, block_fc=0)
+    layer = model[0]
+    assert type(layer) is ndeconv.FastDeconvSame
+    x = torch.randn(2, 6, *hw, dtype=torch.float64) * 2 + 0.5
+    y = layer(x)
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), *pad))
+    ref, stats = reference.fast_deconv(padded, layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+                                       stride=(stride, stride), block=3, sampling_stride=2, eps=1e-5, n_iter=5)
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
+                                   rtol=1e-6, atol=1e-9)
+    layer.eval()
+    fused = layer.fused()
+    assert type(fused) is Conv2dSame
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), layer(x))
+
+
+def test_gradcheck_fast_deconv_same_with_stride_2():
+    layer = ndeconv.FastDeconvSame(4, 3, 3, stride=2, block=2, sampling_stride=1, n_iter=3, eps=1e-2,
+                                   dtype=torch.float64)
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("k, stride, padding, dilation, groups, block", [
+    (3, 1, 1, 1, 1, 3), (5, 2, 2, 1, 1, 6), (3, 1, 2, 2, 1, 2), (3, 1, 1, 1, 2, 64),
+])
+def test_fast_deconv1d_matches_the_reference_on_the_signal_as_a_one_row_image(k, stride, padding, dilation, groups,
+                                                                             block):
+    """A 1-D window of k positions over a block of channels is the 2-D patch of a 1 x k kernel on
+    the 1 x L image of the signal: the float64 reference computes that, independently."""
+    conv = torch.nn.Conv1d(6, 4, k, stride=stride, padding=padding, dilation=dilation, groups=groups).double()
+    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=2, block_fc=0)[0]
+    assert type(layer) is ndeconv.FastDeconv1d
+    x = (torch.randn(3, 6, 17, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    y = layer(x)
+    ref, stats = reference.fast_deconv(
+        x.detach().numpy()[:, :, None, :], layer.weight.detach().numpy()[:, :, None, :], layer.bias.detach().numpy(),
+        stride=(1, stride), padding=(0, padding), dilation=(1, dilation), groups=groups, block=block,
+        sampling_stride=2, eps=1e-5, n_iter=5)
+    np.testing.assert_allclose(y.detach().numpy(), ref[:, :, 0, :], rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
+                                   rtol=1e-6, atol=1e-9)
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    layer.eval()
+    fused = layer.fused()
+    assert type(fused) is torch.nn.Conv1d
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), layer(x))
+
+
+def test_gradcheck_fast_deconv1d():
+    layer = ndeconv.FastDeconv1d(4, 3, 3, padding=1, block=2, sampling_stride=2, n_iter=3, eps=1e-2,
+                                 dtype=torch.float64)
+    x = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()))

@@ -7,12 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
+from ._conv import PAD_MODES, ConvDeconvMixin
 from ._whitening import WhiteningState, float32_math
 
-_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
-
-class FastDeconv(WhiteningState, nn.Conv2d):
+class FastDeconv(ConvDeconvMixin, WhiteningState, nn.Conv2d):
     """Network deconvolution conv layer: ``conv2d(Cov^(-1/2) (patches - mu), W)``, implicitly.
 
     Same ``weight``/``bias`` and geometry as ``nn.Conv2d`` (a conv's state loads into it). In
@@ -64,7 +63,7 @@ class FastDeconv(WhiteningState, nn.Conv2d):
             raise ValueError(f"FastDeconv expects (N, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         padding = self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=_PAD_MODES[self.padding_mode])
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
             padding = (0, 0)
         with float32_math(x.device):
             mean, deconv = self._estimate(
@@ -90,25 +89,3 @@ class FastDeconv(WhiteningState, nn.Conv2d):
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         return conv.train(self.training)
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, bias: bool | None = None, **deconv_kwargs) -> "FastDeconv":
-        """A ``FastDeconv`` with ``conv``'s geometry and weights (bias added as zeros if asked)."""
-        with_bias = conv.bias is not None if bias is None else bias
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, with_bias, padding_mode=conv.padding_mode, device=conv.weight.device,
-            dtype=conv.weight.dtype, **deconv_kwargs,
-        )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if layer.bias is not None:
-                layer.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(layer.bias))
-        layer.train(conv.training)
-        return layer
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}, "
-            f"{self._whitening_extra_repr()}"
-        )
