@@ -86,18 +86,21 @@ def deconvolve(
     eps: float = 1e-5,
     stem_n_iter: int | None = None,
     stem_freeze_iter: int | None = None,
+    stats_grad: bool = True,
+    max_samples: int | None = None,
     strict: bool = True,
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
 
-    Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, timm's
+    Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, ``Conv3d``: :class:`FastDeconv3d`, ``ConvTranspose2d``: :class:`FastDeconvTranspose2d`, timm's
     ``Conv2dSame``: :class:`FastDeconvSame`; same geometry and weights, ``block``,
     ``sampling_stride``, ``n_iter``, ``eps``), every batch norm is removed (fused norm+act layers
     keep their activation), and with ``block_fc > 0`` the classifier ``Linear`` becomes
     :class:`Delinear`. The first conv gets ``stem_n_iter`` steps and freezes its estimate after
     ``stem_freeze_iter`` steps; left as ``None``, they come from the architecture's
     :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
-    freezing. The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
+    freezing. ``stats_grad=False`` and ``max_samples`` are the layers' faster, non-default
+    options (see :class:`FastDeconv`). The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
     layer without a rule raises :class:`UnsupportedLayerError` naming it (``strict=True``) or is
     kept with a warning. In-place activations and dropouts are made out-of-place: with the norms
     gone they could overwrite a tensor a deconvolution layer saved for backward. Converting twice
@@ -111,7 +114,8 @@ def deconvolve(
     stem = stem_settings(model)
     config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps,
                           stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
-                          stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter)
+                          stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter,
+                          stats_grad, max_samples)
     report = ConversionReport()
     stem_path, classifier = _stem_path(model), _classifier_path(model)
 

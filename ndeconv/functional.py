@@ -93,6 +93,97 @@ def conv_patch_samples(
     return _ConvPatchSamples.apply(x, geometry)
 
 
+def conv3d_patch_samples(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    *,
+    block: int,
+    groups: int = 1,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    sampling_stride: int = 1,
+) -> Tensor:
+    """The patches a ``Conv3d`` sees, grouped as :func:`conv_patch_samples` groups 2-d ones.
+
+    A patch row holds a conv group's ``C * kd*kh*kw`` values channel-major (then depth, height,
+    width), taken at every ``sampling_stride``-th output position along each axis; it is split
+    into ``C / block`` column groups of ``f = block*kd*kh*kw`` values the same way. Returns
+    ``(groups, n*G, f)``; the gradient flows back through the strided windows.
+    """
+    kernel, dil, pad, step = (_triple(v) for v in (kernel_size, dilation, padding, stride))
+    per_group = x.shape[1] // groups
+    if per_group % block:
+        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    windows = F.pad(x, [p for p in reversed(pad) for _ in range(2)])
+    for axis, (k, d, s) in enumerate(zip(kernel, dil, step)):
+        windows = windows.unfold(2 + axis, d * (k - 1) + 1, s * sampling_stride)
+    windows = windows[..., :: dil[0], :: dil[1], :: dil[2]]  # (n, C, oD, oH, oW, kd, kh, kw)
+    n, channels = x.shape[:2]
+    patches = windows.permute(0, 1, 5, 6, 7, 2, 3, 4).reshape(n, channels * math.prod(kernel), -1)
+    f = block * math.prod(kernel)
+    patches = patches.view(n, groups, f, per_group // block, patches.shape[-1])
+    return patches.permute(1, 0, 4, 3, 2).reshape(groups, -1, f)
+
+
+def conv_transpose_patch_samples(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    *,
+    block: int,
+    groups: int = 1,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    sampling_stride: int = 1,
+) -> Tensor:
+    """The patches a ``ConvTranspose2d`` weight multiplies, grouped as :func:`conv_patch_samples` does.
+
+    Output pixel ``(u, v)`` of a transposed conv is ``sum W[c, o, a, b] * P[c, a, b]`` with
+    ``P[c, a, b] = x[c, (u + p - a*d) / s, (v + p - b*d) / s]`` where that index is a whole number
+    inside the input, else 0. ``P`` (channel-major, then ``a``, ``b``: the weight's own layout) is
+    the patch, taken at every ``sampling_stride``-th output position. It is gathered as the
+    direct convolution view: the input with ``s - 1`` zeros between pixels, padded by
+    ``d*(k-1) - p`` (plus ``output_padding`` after), read by reversed windows. Returns
+    ``(groups, n*G, f)``, ``f = block*kh*kw``.
+    """
+    kernel, dil, pad, step, extra = (_pair(v) for v in (kernel_size, dilation, padding, stride, output_padding))
+    n, channels, height, width = x.shape
+    per_group = channels // groups
+    if per_group % block:
+        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    spread = x.new_zeros(n, channels, (height - 1) * step[0] + 1, (width - 1) * step[1] + 1)
+    spread[:, :, :: step[0], :: step[1]] = x
+    edges = [d * (k - 1) - p for k, d, p in zip(kernel, dil, pad)]
+    spread = F.pad(spread, (edges[1], edges[1] + extra[1], edges[0], edges[0] + extra[0]))
+    patches = conv_patch_samples(spread, kernel, block=per_group, groups=groups, dilation=dil,
+                                 sampling_stride=sampling_stride)
+    m = patches.shape[1]
+    patches = patches.view(groups, m, per_group, *kernel).flip(-2, -1).reshape(groups, m, -1)
+    f = block * kernel[0] * kernel[1]
+    return patches.view(groups, m, f, per_group // block).transpose(2, 3).reshape(groups, -1, f)
+
+
+def transposed_as_conv_weight(weight: Tensor, groups: int) -> Tensor:
+    """A ``ConvTranspose2d`` weight ``(C_in, C_out/g, kh, kw)`` as ``(C_out, C_in/g, kh, kw)``, row ``o``
+    holding what output ``o`` multiplies its patch with (no flip: the patch is in weight order)."""
+    cin, cout_g = weight.shape[:2]
+    w = weight.reshape(groups, cin // groups, cout_g, *weight.shape[2:]).transpose(1, 2)
+    return w.reshape(groups * cout_g, cin // groups, *weight.shape[2:])
+
+
+def conv_as_transposed_weight(weight: Tensor, groups: int) -> Tensor:
+    """Inverse of :func:`transposed_as_conv_weight`."""
+    cout, cin_g = weight.shape[:2]
+    w = weight.reshape(groups, cout // groups, cin_g, *weight.shape[2:]).transpose(1, 2)
+    return w.reshape(groups * cin_g, cout // groups, *weight.shape[2:]).contiguous()
+
+
+def _triple(v: int | Sequence[int]) -> tuple[int, int, int]:
+    return (v, v, v) if isinstance(v, int) else tuple(v)
+
+
 class _PatchGeometry(tuple):
     """``(kernel, dilation, padding, stride, groups, block)`` of a patch extraction."""
 
@@ -287,8 +378,9 @@ def _newton_schulz_steps(y: Tensor, n_iter: int) -> Tensor:
     return z
 
 
-def _newton_schulz_divided_differences(evals: Tensor, n_iter: int) -> Tensor:
-    """First divided differences ``(p(a) - p(b)) / (a - b)`` of the scalar map ``p: y0 -> z_n``.
+def _newton_schulz_spectrum(evals: Tensor, n_iter: int) -> tuple[Tensor, Tensor]:
+    """The scalar map ``p: y0 -> z_n`` of the iteration on ``evals`` ``(..., f)``, and its first
+    divided differences ``(p(a) - p(b)) / (a - b)`` ``(..., f, f)``.
 
     Propagated through the iteration with the product rule ``(uv)[a,b] = u(a) v[a,b] + u[a,b] v(b)``,
     so equal or close eigenvalues need no division (the diagonal is ``p'(a)``).
@@ -302,37 +394,50 @@ def _newton_schulz_divided_differences(evals: Tensor, n_iter: int) -> Tensor:
         y_ab = y_a * t_ab + y_ab * t_b
         z_ab = t_a * z_ab + t_ab * z_b
         y_a, y_b, z_a, z_b = y_a * t_a, y_b * t_b, t_a * z_a, t_b * z_b
-    return z_ab
+    return z_a.squeeze(-1), z_ab
+
+
+def _eigh_or_none(y: Tensor) -> tuple[Tensor, Tensor] | None:
+    try:
+        return torch.linalg.eigh(y)
+    except torch.linalg.LinAlgError:
+        return None
 
 
 class _NewtonSchulz(torch.autograd.Function):
-    """Newton-Schulz steps on a normalised SPD batch; a cheaper exact backward on CPU.
+    """Newton-Schulz steps on a normalised SPD batch, spectrally on CPU.
 
-    Every iterate is a polynomial in ``Y``, so for ``Y = U diag(l) U^T`` the adjoint of the step map
-    is ``U (P o U^T G U) U^T`` with ``P`` the divided differences (Daleckii-Krein): one ``eigh`` and
-    four matmuls instead of six matmuls per step. On accelerators (where ``eigh`` is slow), or if
-    ``eigh`` fails, the backward replays the matrix iteration under autograd.
+    Every iterate is a polynomial in ``Y``, so for ``Y = U diag(l) U^T`` the result is
+    ``U diag(p(l)) U^T`` and the adjoint of the step map is ``U (P o U^T G U) U^T`` with ``P`` the
+    divided differences of ``p`` (Daleckii-Krein). On CPU, when a gradient is needed, one ``eigh``
+    serves both: the forward then costs ``eigh`` and one product instead of ``3 n_iter - 2``
+    matmuls, and the backward four matmuls. Without a gradient (``stats_grad=False``, eval of a
+    batch), on accelerators (where ``eigh`` is slow), or if ``eigh`` fails, the matrix iteration
+    runs (and the backward replays it under autograd).
     """
 
     @staticmethod
     def forward(ctx, y: Tensor, n_iter: int) -> Tensor:
-        ctx.save_for_backward(y)
         ctx.n_iter = n_iter
-        return _newton_schulz_steps(y, n_iter)
+        spectral = y.device.type == "cpu" and ctx.needs_input_grad[0]
+        decomposed = _eigh_or_none(y) if spectral else None
+        if decomposed is None:
+            ctx.save_for_backward(y)
+            return _newton_schulz_steps(y, n_iter)
+        evals, evecs = decomposed
+        ctx.save_for_backward(evals, evecs)
+        p, _ = _newton_schulz_spectrum(evals, n_iter)
+        return (evecs * p.unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        if len(ctx.saved_tensors) == 2:
+            evals, evecs = ctx.saved_tensors
+            _, dd = _newton_schulz_spectrum(evals, ctx.n_iter)
+            inner = evecs.transpose(-1, -2) @ grad @ evecs
+            return evecs @ (dd * inner) @ evecs.transpose(-1, -2), None
         (y,) = ctx.saved_tensors
-        if y.device.type == "cpu":
-            try:
-                evals, evecs = torch.linalg.eigh(y)
-            except torch.linalg.LinAlgError:
-                pass
-            else:
-                dd = _newton_schulz_divided_differences(evals, ctx.n_iter)
-                inner = evecs.transpose(-1, -2) @ grad @ evecs
-                return evecs @ (dd * inner) @ evecs.transpose(-1, -2), None
         with torch.enable_grad():
             leaf = y.detach().requires_grad_()
             (grad_y,) = torch.autograd.grad(_newton_schulz_steps(leaf, ctx.n_iter), leaf, grad)

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d
+from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d
 from .rules import NormFreeAct
 
 __all__ = ["fuse"]
@@ -16,7 +16,8 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` (in eval mode) with every deconvolution layer replaced by a plain one.
 
     ``FastDeconv`` becomes ``nn.Conv2d`` (``FastDeconvSame`` timm's ``Conv2dSame``, ``FastDeconv1d``
-    ``nn.Conv1d``) and ``Delinear`` ``nn.Linear`` with the running
+    ``nn.Conv1d``, ``FastDeconv3d`` ``nn.Conv3d``,
+    ``FastDeconvTranspose2d`` ``nn.ConvTranspose2d``) and ``Delinear`` ``nn.Linear`` with the running
     whitening folded into weight and bias (like ``torch.nn.utils.fusion.fuse_conv_bn_eval``);
     ``ChannelDeconv`` becomes a 1x1 ``nn.Conv2d`` (``nn.Linear`` if it last saw 2-D input) and
     ``NormFreeAct`` a plain ``nn.Sequential`` of the same modules. The
@@ -28,7 +29,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
 
     def visit(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
-            if isinstance(child, (FastDeconv, FastDeconv1d, Delinear)):
+            if isinstance(child, (FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear)):
                 setattr(parent, name, child.fused())
             elif isinstance(child, ChannelDeconv):
                 setattr(parent, name, child.fused(spatial=getattr(child, "last_input_dim", 4) != 2))

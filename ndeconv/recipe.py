@@ -145,6 +145,7 @@ def _check_values(r: Recipe) -> None:
     for key in ("block", "block_fc", "sampling_stride", "n_iter"):
         _positive(f"model.deconv.{key}", getattr(r.model.deconv, key), allow_zero=key == "block_fc")
     _positive("model.deconv.eps", r.model.deconv.eps)
+    _positive("model.deconv.max_samples", r.model.deconv.max_samples)
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _positive("train.epochs", r.train.epochs)

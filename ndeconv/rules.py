@@ -17,7 +17,7 @@ from timm import layers as tl
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconvSame
+from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame, FastDeconvTranspose2d
 
 __all__ = ["ConversionContext", "DeconvConfig", "Rule", "register_rule", "get_rule", "list_rules", "NormFreeAct"]
 
@@ -33,6 +33,8 @@ class DeconvConfig:
     eps: float = 1e-5
     stem_n_iter: int | None = None
     stem_freeze_iter: int | None = None
+    stats_grad: bool = True
+    max_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,18 @@ def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     return module
 
 
-register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, Delinear, ChannelDeconv, NormFreeAct)(keep)
+register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear, ChannelDeconv, NormFreeAct)(keep)
 
 
-_CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d: FastDeconv1d}
+_CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d: FastDeconv1d, nn.Conv3d: FastDeconv3d,
+                nn.ConvTranspose2d: FastDeconvTranspose2d}
 
 
 @register_rule(*_CONV_LAYERS)
 def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     """Every conv becomes its deconvolution layer (``Conv2d``: ``FastDeconv``, timm's ``Conv2dSame``:
-    ``FastDeconvSame``, ``Conv1d``: ``FastDeconv1d``) with its geometry and weights, plus a (zero)
+    ``FastDeconvSame``, ``Conv1d``: ``FastDeconv1d``, ``Conv3d``: ``FastDeconv3d``,
+    ``ConvTranspose2d``: ``FastDeconvTranspose2d``) with its geometry and weights, plus a (zero)
     bias that takes over the removed norm's shift; the first conv gets the stem's
     ``n_iter``/``freeze_iter``."""
     cfg = ctx.config
@@ -99,7 +103,7 @@ def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     freeze_iter = cfg.stem_freeze_iter if ctx.is_stem else None
     return _CONV_LAYERS[type(module)].from_conv(
         module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps,
-        freeze_iter=freeze_iter,
+        freeze_iter=freeze_iter, stats_grad=cfg.stats_grad, max_samples=cfg.max_samples,
     )
 
 
@@ -108,7 +112,9 @@ def linear_to_delinear(module: nn.Linear, ctx: ConversionContext) -> nn.Module:
     """The classifier becomes ``Delinear`` when ``block_fc > 0``; other linears stay."""
     if not ctx.is_classifier or ctx.config.block_fc <= 0:
         return module
-    return Delinear.from_linear(module, block=ctx.config.block_fc, n_iter=ctx.config.n_iter, eps=ctx.config.eps)
+    cfg = ctx.config
+    return Delinear.from_linear(module, block=cfg.block_fc, n_iter=cfg.n_iter, eps=cfg.eps, stats_grad=cfg.stats_grad,
+                                max_samples=cfg.max_samples)
 
 
 @register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)

@@ -7,6 +7,7 @@ every patch, then apply the original weights) rather than folding into the weigh
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -80,6 +81,95 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
                     for j in range(wo):
                         p = conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)
                         y[n, o, i, j] = sum(w[cols] @ (deconv @ (p[cols] - mu)) for cols in column_groups)
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return y, stats
+
+
+def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1), groups=1,
+                  block=64, sampling_stride=3, eps=1e-5, n_iter=5):
+    """Training-mode FastDeconv3d output and (mu, D) per conv group: every output voxel's patch
+    (channel-major, then depth, height, width), column groups of the block, explicit whitening."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    n_batch, channels = x.shape[:2]
+    out, per_group = weight.shape[:2]
+    kernel = weight.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
+    sizes = [(x.shape[2 + a] + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1 for a in range(3)]
+    positions = list(itertools.product(*(range(s) for s in sizes)))
+    sampled = [pos for pos in positions if all(p % sampling_stride == 0 for p in pos)]
+    blk = effective_block(block, channels, groups)
+    n_blocks = per_group // blk
+    f_all = per_group * int(np.prod(kernel))
+
+    def patch(n, pos, chans):
+        index = [np.asarray(chans)] + [pos[a] * stride[a] + dilation[a] * np.arange(kernel[a]) for a in range(3)]
+        return xp[n][np.ix_(*index)].reshape(-1)
+
+    y = np.zeros((n_batch, out, *sizes))
+    stats = []
+    for g in range(groups):
+        chans = np.arange(g * per_group, (g + 1) * per_group)
+        column_groups = [np.arange(q, f_all, n_blocks) for q in range(n_blocks)]
+        samples = [patch(n, pos, chans)[cols] for n in range(n_batch) for pos in sampled for cols in column_groups]
+        mu, cov = covariance(np.array(samples), eps)
+        deconv = newton_schulz(cov, n_iter)
+        stats.append((mu, deconv))
+        for o in range(g * (out // groups), (g + 1) * (out // groups)):
+            w = weight[o].reshape(-1)
+            for n in range(n_batch):
+                for pos in positions:
+                    p = patch(n, pos, chans)
+                    y[(n, o) + pos] = sum(w[cols] @ (deconv @ (p[cols] - mu)) for cols in column_groups)
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1, 1)
+    return y, stats
+
+
+def fast_deconv_transpose2d(x, weight, bias, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                            dilation=(1, 1), groups=1, block=64, sampling_stride=3, eps=1e-5, n_iter=5):
+    """Training-mode FastDeconvTranspose2d from the definition of a transposed convolution: output
+    pixel (u, v) sums weight[c, o, a, b] * x[c, i, j] over i*s - p + a*d = u, j*s - p + b*d = v.
+    Its patch P[c, a, b] is that x value (0 where no such input pixel exists), in weight order."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = np.asarray(weight, dtype=np.float64)
+    n_batch, channels, height, width = x.shape
+    _, out_per_group, kh, kw = weight.shape
+    per_group = channels // groups
+    ho = (height - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    wo = (width - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+
+    def patch(n, u, v, chans):
+        p = np.zeros((len(chans), kh, kw))
+        for a in range(kh):
+            for b in range(kw):
+                i, ri = divmod(u + padding[0] - a * dilation[0], stride[0])
+                j, rj = divmod(v + padding[1] - b * dilation[1], stride[1])
+                if ri == 0 and rj == 0 and 0 <= i < height and 0 <= j < width:
+                    p[:, a, b] = x[n, chans, i, j]
+        return p.reshape(-1)
+
+    blk = effective_block(block, channels, groups)
+    n_blocks = per_group // blk
+    y = np.zeros((n_batch, out_per_group * groups, ho, wo))
+    stats = []
+    for g in range(groups):
+        chans = np.arange(g * per_group, (g + 1) * per_group)
+        column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
+        samples = [patch(n, u, v, chans)[cols] for n in range(n_batch) for u in range(0, ho, sampling_stride)
+                   for v in range(0, wo, sampling_stride) for cols in column_groups]
+        mu, cov = covariance(np.array(samples), eps)
+        deconv = newton_schulz(cov, n_iter)
+        stats.append((mu, deconv))
+        for o_local in range(out_per_group):
+            w = weight[chans, o_local].reshape(-1)
+            for n in range(n_batch):
+                for u in range(ho):
+                    for v in range(wo):
+                        p = patch(n, u, v, chans)
+                        y[n, g * out_per_group + o_local, u, v] = sum(
+                            w[cols] @ (deconv @ (p[cols] - mu)) for cols in column_groups)
     if bias is not None:
         y += np.asarray(bias, dtype=np.float64)[None, :, None, None]
     return y, stats

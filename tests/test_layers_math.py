@@ -19,6 +19,8 @@ GEOMETRIES = [
     dict(cin=6, cout=4, k=(3, 1), stride=(1, 2), padding=(1, 0), dilation=1, groups=1, block=4, s=2, hw=(7, 8)),
     dict(cin=8, cout=6, k=3, stride=1, padding=1, dilation=1, groups=2, block=64, s=2, hw=(6, 6)),
     dict(cin=6, cout=6, k=3, stride=2, padding=1, dilation=1, groups=6, block=64, s=1, hw=(8, 8)),
+    # fewer sampled rows (2 images x 4 positions) than columns (f = 16*9): a rank-deficient covariance
+    dict(cin=16, cout=4, k=3, stride=1, padding=1, dilation=1, groups=1, block=16, s=3, hw=(4, 4)),
 ]
 
 
@@ -80,6 +82,41 @@ def test_newton_schulz_few_steps_match_plain_iteration():
         np.testing.assert_allclose(
             DF.isqrt_newton_schulz(cov[None], n_iter)[0].numpy(), reference.newton_schulz(cov.numpy(), n_iter), rtol=1e-12
         )
+
+
+def _covariances(kind: str) -> torch.Tensor:
+    """Batches of SPD matrices like those the layers see: well conditioned, rank-deficient (fewer
+    samples than dimensions, plus eps), and stem-like (condition number ~1e5)."""
+    gen = torch.Generator().manual_seed(0)
+    if kind == "well":
+        a = torch.randn(3, 60, 12, dtype=torch.float64, generator=gen)
+    elif kind == "fewer_rows":
+        a = torch.randn(3, 5, 12, dtype=torch.float64, generator=gen)
+    else:
+        a = torch.randn(3, 200, 12, dtype=torch.float64, generator=gen) * torch.logspace(0, -2.5, 12, dtype=torch.float64)
+    return a.transpose(1, 2) @ a / a.shape[1] + 1e-5 * torch.eye(12, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["well", "fewer_rows", "stem_like"])
+@pytest.mark.parametrize("n_iter", [1, 5, 15])
+def test_spectral_and_matrix_newton_schulz_equal_the_float64_iteration(kind, n_iter):
+    # With a gradient needed the CPU forward is spectral (eigh); without, the matrix iteration runs.
+    cov = _covariances(kind)
+    expected = np.stack([reference.newton_schulz(c, n_iter) for c in cov.numpy()])
+    spectral = DF.isqrt_newton_schulz(cov.clone().requires_grad_(), n_iter)
+    with torch.no_grad():
+        matrix = DF.isqrt_newton_schulz(cov, n_iter)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(spectral.detach().numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
+    np.testing.assert_allclose(matrix.numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
+    # float32, as the layers train: the spectral path is as close to the float64 iteration as the
+    # matrix path (at 15 steps on a rank-deficient covariance float32 itself loses ~1e-3 on both).
+    c32 = cov.float()
+    spectral32 = DF.isqrt_newton_schulz(c32.clone().requires_grad_(), n_iter).detach().double().numpy()
+    with torch.no_grad():
+        matrix32 = DF.isqrt_newton_schulz(c32, n_iter).double().numpy()
+    matrix_error = np.abs(matrix32 - expected).max() / scale
+    assert np.abs(spectral32 - expected).max() / scale <= max(2e-6, 4 * matrix_error)
 
 
 def test_whitened_patches_have_identity_covariance():
@@ -273,6 +310,87 @@ def test_gradcheck_fast_deconv1d():
     layer = ndeconv.FastDeconv1d(4, 3, 3, padding=1, block=2, sampling_stride=2, n_iter=3, eps=1e-2,
                                  dtype=torch.float64)
     x = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("k, stride, padding, dilation, groups, block, s", [
+    (3, 1, 1, 1, 1, 2, 2), ((1, 3, 3), (1, 2, 2), (0, 1, 1), 1, 1, 4, 1), (3, 1, 2, 2, 1, 64, 3), (3, 2, 1, 1, 4, 64, 1),
+])
+def test_fast_deconv3d_matches_the_float64_reference(k, stride, padding, dilation, groups, block, s):
+    conv = torch.nn.Conv3d(4, 4, k, stride=stride, padding=padding, dilation=dilation, groups=groups).double()
+    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=s, block_fc=0)[0]
+    assert type(layer) is ndeconv.FastDeconv3d
+    with torch.no_grad():
+        layer.bias.uniform_(-1, 1)
+    x = (torch.randn(2, 4, 5, 6, 7, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    y = layer(x)
+    triple = lambda v: (v,) * 3 if isinstance(v, int) else v  # noqa: E731
+    ref, stats = reference.fast_deconv3d(
+        x.detach().numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), stride=triple(stride),
+        padding=triple(padding), dilation=triple(dilation), groups=groups, block=block, sampling_stride=s)
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
+                                   rtol=1e-6, atol=1e-9)
+    layer.eval()
+    fused = layer.fused()
+    assert type(fused) is torch.nn.Conv3d
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), layer(x))
+
+
+def test_gradcheck_fast_deconv3d():
+    layer = ndeconv.FastDeconv3d(4, 3, 3, padding=1, block=2, sampling_stride=2, n_iter=3, eps=1e-2,
+                                 dtype=torch.float64)
+    x = torch.randn(2, 4, 4, 5, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(inp, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("k, stride, padding, output_padding, dilation, groups, block, s", [
+    (4, 2, 1, 0, 1, 1, 2, 3), (3, 2, 1, 1, 1, 1, 64, 2), (3, 1, 0, 0, 2, 1, 3, 1), (2, 2, 0, 0, 1, 2, 64, 3),
+    (3, 3, 3, 1, 1, 1, 6, 2),  # padding > d*(k-1): the direct-convolution view is cropped
+])
+def test_fast_deconv_transpose2d_matches_the_float64_reference(k, stride, padding, output_padding, dilation, groups,
+                                                               block, s):
+    conv = torch.nn.ConvTranspose2d(6, 4, k, stride=stride, padding=padding, output_padding=output_padding,
+                                    groups=groups, dilation=dilation).double()
+    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=s, block_fc=0)[0]
+    assert type(layer) is ndeconv.FastDeconvTranspose2d
+    with torch.no_grad():
+        layer.bias.uniform_(-1, 1)
+    x = (torch.randn(2, 6, 5, 4, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    y = layer(x)
+    pair = lambda v: (v, v)  # noqa: E731
+    ref, stats = reference.fast_deconv_transpose2d(
+        x.detach().numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), stride=pair(stride),
+        padding=pair(padding), output_padding=pair(output_padding), dilation=pair(dilation), groups=groups,
+        block=block, sampling_stride=s)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
+                                   rtol=1e-6, atol=1e-9)
+    layer.eval()
+    fused = layer.fused()
+    assert type(fused) is torch.nn.ConvTranspose2d
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), layer(x))
+
+
+def test_gradcheck_fast_deconv_transpose2d():
+    layer = ndeconv.FastDeconvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1, block=2, sampling_stride=2,
+                                          n_iter=3, eps=1e-2, dtype=torch.float64)
+    x = torch.randn(2, 4, 3, 4, dtype=torch.float64, requires_grad=True)
 
     def f(inp, weight, bias):
         return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inp,))

@@ -4,6 +4,8 @@ from .channel_deconv import ChannelDeconv
 from .delinear import Delinear
 from .fast_deconv import FastDeconv
 from .fast_deconv1d import FastDeconv1d
+from .fast_deconv3d import FastDeconv3d
 from .fast_deconv_same import FastDeconvSame
+from .fast_deconv_transpose import FastDeconvTranspose2d
 
-__all__ = ["FastDeconv", "FastDeconvSame", "FastDeconv1d", "ChannelDeconv", "Delinear"]
+__all__ = ["FastDeconv", "FastDeconvSame", "FastDeconv1d", "FastDeconv3d", "FastDeconvTranspose2d", "ChannelDeconv", "Delinear"]

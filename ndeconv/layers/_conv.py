@@ -1,19 +1,47 @@
-"""What every convolution deconvolution layer shares: construction from a plain conv and its repr."""
+"""What every convolution deconvolution layer shares: construction from a plain conv, the
+whitened forward (padding, statistics, fold, one convolution), ``fused()`` and the repr."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import functional as DF
+from ._whitening import float32_math
 
 #: ``padding_mode`` of a conv to the ``F.pad`` mode that reproduces it.
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
+_CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
 
 class ConvDeconvMixin:
-    """Mixin for ``FastDeconv``-style layers that subclass a ``torch.nn`` conv of the same arguments."""
+    """Mixin for ``FastDeconv``-style layers that subclass a ``torch.nn`` conv of the same arguments
+    (and :class:`~ndeconv.layers._whitening.WhiteningState`).
+
+    A subclass says which patches its weight multiplies (:meth:`_patch_samples`, ``(groups, m, f)``
+    with ``f = block * prod(kernel_size)``) and which plain conv it fuses to (``plain``); the
+    rest is the same for 1-, 2- and 3-d convolutions.
+    """
 
     block: int
     sampling_stride: int
+    plain: type[nn.Module]
+
+    def _init_deconv(self, block: int, sampling_stride: int, eps: float, n_iter: int, momentum: float,
+                     freeze_iter: int | None, stats_grad: bool, max_samples: int | None,
+                     device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
+        if sampling_stride < 1:
+            raise ValueError(f"sampling_stride must be a positive integer, got {sampling_stride}")
+        per_group = self.in_channels // self.groups
+        self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
+        self.sampling_stride = int(sampling_stride)
+        self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), eps, n_iter, momentum,
+                             freeze_iter, device, dtype, stats_grad, max_samples)
 
     @classmethod
     def from_conv(cls, conv: nn.modules.conv._ConvNd, bias: bool | None = None, **deconv_kwargs):
@@ -30,6 +58,41 @@ class ConvDeconvMixin:
                 layer.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(layer.bias))
         layer.train(conv.training)
         return layer
+
+    def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
+        raise NotImplementedError
+
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+        """The conv weight and bias with the whitening ``(mean, deconv)`` folded in."""
+        return DF.fold_conv(self.weight, self.bias, mean, deconv, self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = len(self.kernel_size)
+        if x.dim() != dims + 2 or x.shape[1] != self.in_channels:
+            spatial = ", ".join("DHW"[3 - dims:]) if dims > 1 else "L"
+            raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, {spatial}) input, "
+                             f"got {tuple(x.shape)}")
+        padding = self.padding
+        if self.padding_mode != "zeros" or isinstance(padding, str):
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
+            padding = (0,) * dims
+        with float32_math(x.device):
+            mean, deconv = self._estimate(lambda: self._patch_samples(x, padding), x.dtype)
+            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
+                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
+        return _CONV_FNS[dims](x, weight.to(x.dtype), bias.to(x.dtype), self.stride, padding, self.dilation,
+                               self.groups)
+
+    @torch.no_grad()
+    def fused(self) -> nn.Module:
+        """The plain conv that computes this layer's eval function (running estimates folded in)."""
+        weight, bias = self._fold(self.running_mean, self.running_deconv)
+        conv = self.plain(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                          self.dilation, self.groups, True, self.padding_mode, device=self.weight.device,
+                          dtype=self.weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+        return conv.train(self.training)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,104 @@
+"""``FastDeconvTranspose2d``: a ``ConvTranspose2d`` that whitens what its weight multiplies (decoders,
+segmentation heads)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import functional as DF
+from ._conv import ConvDeconvMixin
+from ._whitening import WhiteningState, float32_math
+
+
+class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d):
+    """Network deconvolution for ``ConvTranspose2d``.
+
+    Output pixel ``(u, v)`` is ``sum W[c, o, a, b] * P[c, a, b]``, with ``P[c, a, b]`` the input
+    pixel ``((u + p - a*d) / s, (v + p - b*d) / s)`` of channel ``c`` where that is a whole, in-range
+    index and 0 otherwise (:func:`ndeconv.functional.conv_transpose_patch_samples`). Those patches,
+    with the zeros the stride puts between input pixels, are what the weight multiplies: they are
+    whitened (blocks of ``block`` input channels, every ``sampling_stride``-th output position) and
+    the whitening is folded into the weight and bias, so the layer still runs one transposed
+    convolution. Same ``weight``/``bias`` as ``nn.ConvTranspose2d``; ``fused()`` gives the plain
+    layer. Only zero padding (the only mode ``ConvTranspose2d`` has).
+    """
+
+    plain = nn.ConvTranspose2d
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        block: int = 64,
+        sampling_stride: int = 3,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        freeze_iter: int | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device=device, dtype=dtype)
+        self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
+                          device, dtype)
+
+    @classmethod
+    def from_conv(cls, conv: nn.ConvTranspose2d, bias: bool | None = None, **deconv_kwargs) -> "FastDeconvTranspose2d":
+        """A layer with ``conv``'s geometry and weights (bias added as zeros if asked)."""
+        with_bias = conv.bias is not None if bias is None else bias
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.output_padding, conv.groups, with_bias, conv.dilation, device=conv.weight.device,
+                    dtype=conv.weight.dtype, **deconv_kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if layer.bias is not None:
+                layer.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(layer.bias))
+        return layer.train(conv.training)
+
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+        weight = DF.transposed_as_conv_weight(self.weight, self.groups)
+        weight, bias = DF.fold_conv(weight, self.bias, mean, deconv, self.groups)
+        return DF.conv_as_transposed_weight(weight, self.groups), bias
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"FastDeconvTranspose2d expects (N, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        with float32_math(x.device):
+            mean, deconv = self._estimate(
+                lambda: DF.conv_transpose_patch_samples(
+                    x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride,
+                    padding=self.padding, output_padding=output_padding, dilation=self.dilation,
+                    sampling_stride=self.sampling_stride,
+                ),
+                x.dtype,
+            )
+            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
+                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
+        return F.conv_transpose2d(x, weight.to(x.dtype), bias.to(x.dtype), self.stride, self.padding, output_padding,
+                                  self.groups, self.dilation)
+
+    @torch.no_grad()
+    def fused(self) -> nn.ConvTranspose2d:
+        """The plain ``nn.ConvTranspose2d`` that computes this layer's eval function."""
+        weight, bias = self._fold(self.running_mean, self.running_deconv)
+        conv = nn.ConvTranspose2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                                  self.output_padding, self.groups, True, self.dilation, device=self.weight.device,
+                                  dtype=self.weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+        return conv.train(self.training)
