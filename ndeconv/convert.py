@@ -52,7 +52,7 @@ def _classifier_path(model: nn.Module) -> str | None:
 
 def _stem_path(model: nn.Module) -> str | None:
     """Path of the first convolution (it sees the image; ``stem_n_iter`` applies to it)."""
-    return next((name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))), None)
+    return next((name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
 
 
 def _turn_off_inplace(model: nn.Module) -> list[str]:
@@ -88,6 +88,7 @@ def deconvolve(
     stem_freeze_iter: int | None = None,
     stats_grad: bool = True,
     max_samples: int | None = None,
+    whiten_depthwise: bool = False,
     strict: bool = True,
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
@@ -100,7 +101,9 @@ def deconvolve(
     ``stem_freeze_iter`` steps; left as ``None``, they come from the architecture's
     :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
     freezing. ``stats_grad=False`` and ``max_samples`` are the layers' faster, non-default
-    options (see :class:`FastDeconv`). The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
+    options (see :class:`FastDeconv`). Depthwise convs stay plain convolutions (their norms are
+    removed all the same) unless ``whiten_depthwise=True``: whitening each channel's own
+    neighbourhood on its own trains MobileNet/EfficientNet far worse. The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
     layer without a rule raises :class:`UnsupportedLayerError` naming it (``strict=True``) or is
     kept with a warning. In-place activations and dropouts are made out-of-place: with the norms
     gone they could overwrite a tensor a deconvolution layer saved for backward. Converting twice
@@ -115,7 +118,7 @@ def deconvolve(
     config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps,
                           stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
                           stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter,
-                          stats_grad, max_samples)
+                          stats_grad, max_samples, whiten_depthwise)
     report = ConversionReport()
     stem_path, classifier = _stem_path(model), _classifier_path(model)
 

@@ -35,6 +35,7 @@ class DeconvConfig:
     stem_freeze_iter: int | None = None
     stats_grad: bool = True
     max_samples: int | None = None
+    whiten_depthwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,23 @@ _CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d:
                 nn.ConvTranspose2d: FastDeconvTranspose2d}
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A conv whose every group holds one input channel (MobileNet/EfficientNet's spatial convs)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.in_channels
+
+
 @register_rule(*_CONV_LAYERS)
 def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     """Every conv becomes its deconvolution layer (``Conv2d``: ``FastDeconv``, timm's ``Conv2dSame``:
     ``FastDeconvSame``, ``Conv1d``: ``FastDeconv1d``, ``Conv3d``: ``FastDeconv3d``,
     ``ConvTranspose2d``: ``FastDeconvTranspose2d``) with its geometry and weights, plus a (zero)
     bias that takes over the removed norm's shift; the first conv gets the stem's
-    ``n_iter``/``freeze_iter``."""
+    ``n_iter``/``freeze_iter``. Depthwise convs stay plain unless ``whiten_depthwise``: whitening
+    each channel's own k x k neighbourhood cost EfficientNet-B0 28 points after an epoch of
+    CIFAR-10 (docs/fidelity.md)."""
     cfg = ctx.config
+    if is_depthwise(module) and not cfg.whiten_depthwise:
+        return module
     n_iter = cfg.stem_n_iter if ctx.is_stem and cfg.stem_n_iter is not None else cfg.n_iter
     freeze_iter = cfg.stem_freeze_iter if ctx.is_stem else None
     return _CONV_LAYERS[type(module)].from_conv(

@@ -10,6 +10,9 @@ from torch.nn.modules.batchnorm import _NormBase
 
 import ndeconv
 from ndeconv.models import CIFAR_MODELS, PAPER_PARAMS_M
+from ndeconv.recipe import load_recipe
+from ndeconv.rules import is_depthwise
+from ndeconv.train.learner import build_model
 
 
 def _count(model, kind):
@@ -37,7 +40,7 @@ def test_cifar_model_bn_and_deconvolved_train(name):
     out = model(x)
     out.sum().backward()
     assert out.shape == (2, 10) and torch.isfinite(out).all()
-    convs = _count(model, nn.Conv2d)
+    convs = _count(model, nn.Conv2d) - sum(is_depthwise(m) for m in model.modules())
     ndeconv.deconvolve(model)
     assert _count(model, _NormBase) == 0 and _count(model, BatchNormAct2d) == 0
     assert _count(model, ndeconv.FastDeconv) == convs
@@ -47,6 +50,20 @@ def test_cifar_model_bn_and_deconvolved_train(name):
     out.square().mean().backward()
     assert torch.isfinite(out).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_depthwise_convs_stay_plain_unless_asked_to_whiten():
+    def build():
+        return nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                             nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=2))
+    kept = ndeconv.deconvolve(build())
+    assert type(kept[2]) is nn.Conv2d and isinstance(kept[3], nn.Identity)
+    assert isinstance(kept[0], ndeconv.FastDeconv) and isinstance(kept[4], ndeconv.FastDeconv)  # grouped, not depthwise
+    whitened = ndeconv.deconvolve(build(), whiten_depthwise=True)
+    assert isinstance(whitened[2], ndeconv.FastDeconv) and whitened[2].block == 1
+    recipe = load_recipe("cifar10", {"model.name": "mobilenetv2_cifar", "model.deconv.whiten_depthwise": True})
+    assert sum(isinstance(m, ndeconv.FastDeconv) and m.groups == m.in_channels > 1
+               for m in build_model(recipe).modules()) == 17
 
 
 class MyNorm(nn.Module):
