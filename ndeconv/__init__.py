@@ -5,7 +5,8 @@ from .convert import ConversionReport, UnsupportedLayerError, deconvolve, stem_s
 from .distributed import sync_deconv_stats
 from .fuse import fuse
 from .init import reset_parameters
-from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame, FastDeconvTranspose2d
+from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
+                     FastDeconvTranspose2d)
 from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
 
 __version__ = "0.1.0"

@@ -145,7 +145,8 @@ def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: floa
 def summary_table(run_dir: Path, results: dict) -> Table:
     """The one-row table printed after a run."""
     table = Table(title=f"{results['recipe']}: {results['model']} ({results['norm']})")
-    columns = {"accuracy": f"{results['accuracy']:.4f}", "epochs": str(results["epochs"]),
+    score = results.get("score", "accuracy")
+    columns = {score: f"{results[score]:.4f}", "epochs": str(results["epochs"]),
                "seconds": f"{results['seconds']:.1f}", "params (M)": f"{results['params'] / 1e6:.3f}",
                "precision": results["precision"], "processes": str(results["world_size"])}
     for name in columns:
@@ -265,7 +266,8 @@ def compare_cmd(
     _quiet_datasets(quiet)
     r = load_recipe(recipe, *_overrides(None, None, None, None, None, None, data, limit_train, None, None, set_))
     names = _csv_list(models, "--models") if models else [r.model.name]
-    unknown = [m for m in names if not timm.is_model(m)]
+    torchvision_ok = r.task == "segmentation"  # segmentation also takes torchvision:<model>
+    unknown = [m for m in names if not timm.is_model(m) and not (torchvision_ok and m.startswith("torchvision:"))]
     if unknown:
         raise RecipeError(f"--models: unknown timm model '{unknown[0]}'")
     budgets = _csv_list(epochs, "--epochs", int) if epochs else [r.train.epochs]
@@ -283,15 +285,18 @@ def compare_cmd(
     console.print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.png'}", highlight=False)
 
 
-VIZ_KINDS = ("kernels", "correlation", "sparsity", "linear")
+VIZ_KINDS = ("kernels", "correlation", "sparsity", "linear", "segmentation")
+NORM_LABEL = {"bn": "BN", "deconv": "ND"}
 
 
 @app.command("viz")
 @friendly_errors
 def viz_cmd(
-    kind: str = typer.Argument(..., help="kernels, correlation, sparsity or linear."),
+    kind: str = typer.Argument(..., help="kernels, correlation, sparsity, linear or segmentation."),
     out: Path = typer.Option(..., help="PNG file to write."),
-    run: Optional[Path] = typer.Option(None, help="kernels: the first layer's learned kernels of this run."),
+    run: Optional[list[Path]] = typer.Option(None, help="kernels: the first layer's learned kernels of this run; "
+                                                         "segmentation: the runs whose predictions to show "
+                                                         "(repeatable)."),
     data: Optional[Path] = typer.Option(None, help="Images: a parquet directory or image folder (train split)."),
     image_column: str = typer.Option("img", help="Image column of --data parquet files."),
     kernel_size: int = typer.Option(5, help="Patch size for kernels and sparsity (correlation uses 3)."),
@@ -306,10 +311,19 @@ def viz_cmd(
     check_writable(out)
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise RecipeError(f"--kernel-size {kernel_size}: must be a positive odd number")
+    if kind == "segmentation":
+        if not run:
+            raise RecipeError("viz segmentation: give the runs to show with --run RUN_DIR (repeatable)")
+        from .train.run import load_run_recipe
+
+        labels = [f"{NORM_LABEL[load_run_recipe(r).model.norm]} ({r.name})" for r in run]
+        console.print(f"wrote {viz.plot_segmentation(dict(zip(labels, run)), out)}", highlight=False)
+        return
     images = _viz_images(data, image_column) if kind != "linear" else None
     if kind == "kernels":
-        if run is not None:
-            path = viz.plot_kernels(viz.run_kernels(run), out, f"learned deconvolution kernels, first layer of {run}")
+        if run:
+            path = viz.plot_kernels(viz.run_kernels(run[0]), out,
+                                    f"learned deconvolution kernels, first layer of {run[0]}")
         else:
             kernels = viz.deconv_kernels(images, kernel_size)
             path = viz.plot_kernels(kernels, out, f"deconvolution kernels of {kernel_size}x{kernel_size} patches")

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from .errors import RecipeError, RunDirError
 from .io import atomic_write, write_text
-from .recipe import Recipe, apply_override, parse_recipe, recipe_to_dict
+from .recipe import HEADLINE, Recipe, apply_override, parse_recipe, recipe_to_dict
 from .train.checkpoint import read_metrics
 from .train.run import CONFIG, resume, train
 
@@ -153,8 +153,15 @@ def run_comparison(recipe: Recipe, models: list[str], budgets: list[int], out: P
     return cells
 
 
+def _metric(cells: list[Cell]) -> tuple[str, str]:
+    """The headline metric of the cells' task (accuracy, or mean IoU for segmentation): key and label."""
+    key = cells[0].results.get("score", "accuracy") if cells else "accuracy"
+    return key, dict(HEADLINE.values()).get(key, key)
+
+
 def _mean(cells: list[Cell], key: str) -> float:
-    return statistics.fmean(c.results[key] for c in cells)
+    """Mean of ``key`` over the cells' results; ``score`` is the headline metric."""
+    return statistics.fmean(c.results[_metric([c])[0] if key == "score" else key] for c in cells)
 
 
 def _groups(cells: list[Cell]) -> dict[tuple, list[Cell]]:
@@ -173,7 +180,7 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
         row = rows.setdefault(model, {"model": model})
         if norm == "deconv":
             row["params_M"] = round(group[0].results["params"] / 1e6, 2)
-        row[f"{LABEL[norm]}_{epochs}ep"] = round(100 * _mean(group, "accuracy"), 2)
+        row[f"{LABEL[norm]}_{epochs}ep"] = round(100 * _mean(group, "score"), 2)
         row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(_mean(group, "seconds"), 1)
     columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in budgets for n in ("BN", "ND")] + \
         [f"{n}_{e}ep_seconds" for e in budgets for n in ("BN", "ND")]
@@ -183,7 +190,7 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
 def setting_rows(cells: list[Cell]) -> list[dict]:
     """Per model, norm, budget and grid setting: mean accuracy (%) and seconds over its seeds."""
     return [{"model": model, "norm": LABEL[norm], "epochs": epochs, "setting": group[0].label,
-             "protocol": group[0].protocol, "accuracy": round(100 * _mean(group, "accuracy"), 2),
+             "protocol": group[0].protocol, "accuracy": round(100 * _mean(group, "score"), 2),
              "runs": len(group), "seconds": round(_mean(group, "seconds"), 1)}
             for (model, norm, epochs, _), group in _groups(cells).items()]
 
@@ -221,7 +228,8 @@ def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list
     """The paper's Table 1 layout for the recipe's own setting: model (params) | BN e1 | ND e1 | ...;
     then, when ``cells`` hold a grid, the best setting per model, norm and budget, and every setting."""
     over = f", mean of seeds {', '.join(map(str, seeds))}" if seeds else ""
-    lines = [f"**{title}** (validation accuracy, %{over})", ""]
+    label = _metric(cells or [])[1]
+    lines = [f"**{title}** (validation {label}, %{over})", ""]
     if rows:
         head = ["model (params)"] + [f"{n} {e} ep" for e in budgets for n in ("BN", "ND")]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -238,8 +246,8 @@ def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list
                   "| model | norm | epochs | protocol | best | best setting |", "|---|---|---|---|---|---|"]
         lines += [f"| {b['model']} | {b['norm']} | {b['epochs']} | {_fmt(b['protocol'])} | {b['best']:.2f} | "
                   f"{b['setting']} |" for b in best_rows(cells)]
-        lines += ["", "**Every setting** (accuracy %, mean over its runs; training seconds per run)", "",
-                  "| model | norm | epochs | setting | accuracy | runs | seconds |", "|---|---|---|---|---|---|---|"]
+        lines += ["", f"**Every setting** ({label} %, mean over its runs; training seconds per run)", "",
+                  f"| model | norm | epochs | setting | {label} | runs | seconds |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['norm']} | {r['epochs']} | {r['setting']}{' (protocol)' * r['protocol']} | "
                   f"{r['accuracy']:.2f} | {r['runs']} | {r['seconds']:.1f} |" for r in setting_rows(cells)]
         lines.append("")
@@ -247,16 +255,18 @@ def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list
 
 
 def table_csv(cells: list[Cell]) -> str:
-    """Every run: model, norm, epochs, seed, the grid keys, accuracy (%), seconds, parameters, run directory."""
+    """Every run: model, norm, epochs, seed, the grid keys, the headline metric (%), seconds, parameters,
+    run directory."""
     keys = list(dict.fromkeys(k for c in cells for k, _ in c.setting))
+    metric = _metric(cells)[0]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["model", "norm", "epochs", "seed", *keys, "protocol", "accuracy", "seconds", "params_M",
+    writer.writerow(["model", "norm", "epochs", "seed", *keys, "protocol", metric, "seconds", "params_M",
                      "run_dir"])
     for c in cells:
         values = dict(c.setting)
         writer.writerow([c.model, LABEL[c.norm], c.epochs, "" if c.seed is None else c.seed,
-                         *(values.get(k, "") for k in keys), int(c.protocol), round(100 * c.results["accuracy"], 2),
+                         *(values.get(k, "") for k in keys), int(c.protocol), round(100 * c.results[metric], 2),
                          round(c.results["seconds"], 1), round(c.results["params"] / 1e6, 2), c.run_dir.name])
     return buf.getvalue()
 
@@ -274,8 +284,8 @@ def rich_table(rows: list[dict], budgets: list[int], title: str) -> Table:
 
 
 def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
-    """Validation accuracy per epoch (top) and per training second (bottom), BN (dashed) vs ND
-    (solid), one column per model: its longest budget, protocol setting, first seed."""
+    """Validation accuracy (segmentation: mean IoU) per epoch (top) and per training second (bottom),
+    BN (dashed) vs ND (solid), one column per model: its longest budget, protocol setting, first seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +293,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     shown = [c for c in cells if c.protocol] or cells
+    metric, label = _metric(shown)
     models = list(dict.fromkeys(c.model for c in shown))
     longest = {m: max(c.epochs for c in shown if c.model == m) for m in models}
     fig, axes = plt.subplots(2, len(models), figsize=(max(4.2 * len(models), 6.0), 6.4), squeeze=False)
@@ -293,7 +304,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
                 continue
             drawn.add(cell.norm)
             rows = read_metrics(cell.run_dir / "metrics.csv")
-            acc = [100 * r["accuracy"] for r in rows]
+            acc = [100 * r[metric] for r in rows]
             seconds = list(itertools.accumulate(r["seconds"] for r in rows))
             style = dict(marker="o", linestyle="--" if cell.norm == "bn" else "-",
                          color="tab:gray" if cell.norm == "bn" else "tab:red", label=LABEL[cell.norm])
@@ -306,7 +317,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
         axes[1, col].set_xlabel("training seconds")
         axes[1, col].set_xlim(left=0)
         for ax in axes[:, col]:
-            ax.set_ylabel("validation accuracy (%)")
+            ax.set_ylabel(f"validation {label} (%)")
             ax.grid(alpha=0.3)
             ax.legend()
     fig.suptitle(title, fontsize=10)

@@ -93,7 +93,8 @@ def deconvolve(
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
 
-    Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, ``Conv3d``: :class:`FastDeconv3d`, ``ConvTranspose2d``: :class:`FastDeconvTranspose2d`, timm's
+    Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, ``Conv3d``:
+    :class:`FastDeconv3d`, ``ConvTranspose2d``: :class:`FastDeconvTranspose2d`, timm's
     ``Conv2dSame``: :class:`FastDeconvSame`; same geometry and weights, ``block``,
     ``sampling_stride``, ``n_iter``, ``eps``), every batch norm is removed (fused norm+act layers
     keep their activation), and with ``block_fc > 0`` the classifier ``Linear`` becomes
@@ -103,10 +104,11 @@ def deconvolve(
     freezing. ``stats_grad=False`` and ``max_samples`` are the layers' faster, non-default
     options (see :class:`FastDeconv`). Depthwise convs stay plain convolutions (their norms are
     removed all the same) unless ``whiten_depthwise=True``: whitening each channel's own
-    neighbourhood on its own trains MobileNet/EfficientNet far worse. The rules come from the registry (:func:`ndeconv.register_rule`). A conv or norm
-    layer without a rule raises :class:`UnsupportedLayerError` naming it (``strict=True``) or is
-    kept with a warning. In-place activations and dropouts are made out-of-place: with the norms
-    gone they could overwrite a tensor a deconvolution layer saved for backward. Converting twice
+    neighbourhood on its own trains MobileNet/EfficientNet far worse. The rules come from the
+    registry (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
+    :class:`UnsupportedLayerError` naming it (``strict=True``) or is kept with a warning.
+    In-place activations and dropouts are made out-of-place: with the norms gone they could
+    overwrite a tensor a deconvolution layer saved for backward. Converting twice
     is a no-op. The report is attached as ``model.deconv_report``.
 
     The weights are kept as given, so a trained model converts unchanged. A whitened layer is

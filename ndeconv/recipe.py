@@ -23,13 +23,14 @@ from .rules import DeconvConfig
 
 __all__ = [
     "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
-    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes",
+    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes", "HEADLINE",
 ]
 
 Norm = Literal["bn", "deconv"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "one_cycle", "constant"]
 Optimizer = Literal["sgd", "adamw"]
+Task = Literal["classification", "segmentation"]
 
 
 @dataclass
@@ -39,6 +40,12 @@ class DataSpec:
     Exactly one source is used: ``path`` (a directory of ``train*.parquet`` / ``test*.parquet``
     files, or an image folder with one sub-folder per split), else ``builtin`` (``digits``:
     scikit-learn's bundled 8x8 digits), else ``hub_id`` (``datasets.load_dataset``).
+
+    Segmentation (``task: segmentation``) reads a mask per image from ``mask_column`` (class ids,
+    ``ignore_index`` for unlabelled pixels); ``path`` may also be a Cityscapes folder
+    (``leftImg8bit/`` + ``gtFine/``, label ids mapped to the 19 train ids), ``builtin:
+    digit_canvas`` is the embedded set; ``image_size`` is the training crop and ``resize`` the
+    shorter side images are decoded to.
     """
 
     num_classes: int
@@ -48,13 +55,15 @@ class DataSpec:
     channels: int = 3
     hub_id: str | None = None
     path: str | None = None
-    builtin: Literal["digits"] | None = None
+    builtin: Literal["digits", "digit_canvas"] | None = None
     train_split: str = "train"
     valid_split: str = "test"
     image_column: str = "image"
     label_column: str = "label"
     resize: int | None = None
     cache: bool = True
+    mask_column: str = "mask"
+    ignore_index: int = 255
 
 
 @dataclass
@@ -66,12 +75,16 @@ class ModelSpec:
     the paper's models did, for BN and deconvolution alike; ``init: model`` keeps the timm
     model's own (often tuned for BN: with deconvolution it trains more slowly at the same
     learning rate, see :mod:`ndeconv.init`).
+
+    For segmentation, ``name`` is ``torchvision:<model>`` (FCN, DeepLabv3, LR-ASPP) or a timm
+    backbone whose ``feature_level``-th feature map feeds an FCN head.
     """
 
     name: str
     norm: Norm = "deconv"
     init: Init = "pytorch"
     drop_rate: float = 0.0
+    feature_level: int = -1
     deconv: DeconvConfig = field(default_factory=DeconvConfig)
 
 
@@ -102,12 +115,15 @@ class TrainSpec:
 
 @dataclass
 class AugmentSpec:
-    """Per-batch training augmentation (validation images are only normalised)."""
+    """Per-batch training augmentation (validation images are only normalised). Segmentation uses
+    ``zoom`` (random resize factor range, then a random ``data.image_size`` crop) and ``flip``,
+    applied to image and mask alike."""
 
     crop_padding: int = 0
     flip: bool = False
     random_resized_crop: bool = False
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
 
 @dataclass
@@ -120,9 +136,14 @@ class Recipe:
     optim: OptimSpec
     train: TrainSpec
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    task: Task = "classification"
 
     def __post_init__(self) -> None:
         _check_values(self)
+
+
+#: The metric a task is judged by: its key in metrics.csv / results.json, and how tables name it.
+HEADLINE = {"classification": ("accuracy", "accuracy"), "segmentation": ("miou", "mean IoU")}
 
 
 def _positive(where: str, value: float | None, allow_zero: bool = False) -> None:
@@ -155,6 +176,12 @@ def _check_values(r: Recipe) -> None:
     lo_hi = r.augment.scale
     if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
         raise RecipeError(f"augment.scale must be [min, max] with 0 < min <= max <= 1, got {lo_hi}")
+    zoom = r.augment.zoom
+    if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
+        raise RecipeError(f"augment.zoom must be [min, max] with 0 < min <= max, got {zoom}")
+    kind = {"digits": "classification", "digit_canvas": "segmentation"}.get(d.builtin or "", r.task)
+    if kind != r.task:
+        raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
 
 
 # --- typed parsing ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from timm import layers as tl
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame, FastDeconvTranspose2d
+from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
+                     FastDeconvTranspose2d)
 
 __all__ = ["ConversionContext", "DeconvConfig", "Rule", "register_rule", "get_rule", "list_rules", "NormFreeAct"]
 
@@ -85,7 +86,8 @@ def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     return module
 
 
-register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear, ChannelDeconv, NormFreeAct)(keep)
+register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear, ChannelDeconv,
+              NormFreeAct)(keep)
 
 
 _CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d: FastDeconv1d, nn.Conv3d: FastDeconv3d,

@@ -238,3 +238,38 @@ def plot_linear(losses: dict[str, tuple[float, list[float]]], path: str | Path) 
     ax.set_title("linear classifier, 28x28 digits", fontsize=10)
     ax.legend()
     return _save(plt, fig, path)
+
+
+def plot_segmentation(runs: dict[str, Path], path: str | Path, n: int = 4) -> Path:
+    """The first ``n`` validation images of segmentation runs: image, true mask and each run's
+    prediction (``{label: run_dir}``, e.g. BN and ND); unlabelled pixels black."""
+    from .export import load_run_model
+    from .segmentation.loaders import make_segmentation_dataloaders
+
+    models = {label: load_run_model(run) for label, run in runs.items()}
+    recipe = next(iter(models.values()))[1]
+    images, masks = next(iter(make_segmentation_dataloaders(recipe, device="cpu").valid))
+    images, masks = images[:n], masks[:n]
+    with torch.no_grad():
+        preds = {label: model.eval()(images).argmax(1) for label, (model, _) in models.items()}
+    classes, ignore = recipe.data.num_classes, recipe.data.ignore_index
+    mean = torch.tensor(recipe.data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.data.std).view(1, -1, 1, 1)
+    shown = (images * std + mean).clamp(0, 1)
+    plt, fig, axes = _figure(len(images), 2 + len(preds))
+    cmap = plt.get_cmap("tab20", max(classes, 2)).copy()
+    cmap.set_bad("black")
+    for i in range(len(images)):
+        picture = shown[i].permute(1, 2, 0).squeeze(-1).numpy()
+        panels = [("image", None), ("true mask", masks[i])] + [(label, p[i]) for label, p in preds.items()]
+        for j, (title, mask) in enumerate(panels):
+            ax = axes[i][j]
+            if mask is None:
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            else:
+                ax.imshow(np.ma.masked_equal(mask.numpy(), ignore), cmap=cmap, vmin=0, vmax=classes - 1,
+                          interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=10)
+    return _save(plt, fig, path)

@@ -34,3 +34,18 @@ def tiny_recipe(tiny_parquet, tmp_path):
     from tinydata import write_tiny_recipe
 
     return write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet)
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory, tiny_parquet):
+    """A finished 2-epoch deconvolution run of the tiny dataset, trained once through the CLI."""
+    from typer.testing import CliRunner
+
+    from ndeconv.cli import app
+    from tinydata import write_tiny_recipe
+
+    root = tmp_path_factory.mktemp("finished-run")
+    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet, train={"epochs": 2})
+    result = CliRunner().invoke(app, ["train", str(recipe), "--out", str(root / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    return root / "run"

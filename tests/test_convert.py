@@ -66,6 +66,16 @@ def test_depthwise_convs_stay_plain_unless_asked_to_whiten():
                for m in build_model(recipe).modules()) == 17
 
 
+def test_fast_options_reach_every_whitening_layer_from_deconvolve_and_the_recipe():
+    recipe = load_recipe("cifar10", {"model.name": "resnet18_cifar", "model.deconv.stats_grad": False,
+                                     "model.deconv.max_samples": 300})
+    layers = [m for m in build_model(recipe).modules() if isinstance(m, (ndeconv.FastDeconv, ndeconv.Delinear))]
+    assert len(layers) == 21 and all(not m.stats_grad and m.max_samples == 300 for m in layers)
+    default = [m for m in build_model(load_recipe("cifar10", {"model.name": "resnet18_cifar"})).modules()
+               if isinstance(m, (ndeconv.FastDeconv, ndeconv.Delinear))]
+    assert all(m.stats_grad and m.max_samples is None for m in default)
+
+
 class MyNorm(nn.Module):
     def __init__(self, channels):
         super().__init__()

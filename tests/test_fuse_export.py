@@ -109,15 +109,9 @@ def test_fused_timm_model_loads_without_ndeconv(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_parquet):
-    from tinydata import write_tiny_recipe
-
-    root = tmp_path_factory.mktemp("export")
-    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet, train={"epochs": 1})
-    result = runner.invoke(app, ["train", str(recipe), "--out", str(root / "run"), "-q"])
-    assert result.exit_code == 0, result.output
-    return root / "run"
+@pytest.fixture()
+def trained_run(finished_tiny_run):
+    return finished_tiny_run
 
 
 def test_export_onnx_matches_pytorch_in_onnxruntime(trained_run, tmp_path):

@@ -22,15 +22,9 @@ from ndeconv.train.run import load_run_recipe
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_parquet):
-    from tinydata import write_tiny_recipe
-
-    root = tmp_path_factory.mktemp("hub")
-    recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet, train={"epochs": 2})
-    result = runner.invoke(app, ["train", str(recipe), "--out", str(root / "run"), "-q"])
-    assert result.exit_code == 0, result.output
-    return root / "run"
+@pytest.fixture()
+def run_dir(finished_tiny_run):
+    return finished_tiny_run
 
 
 def _valid_predictions(model, run_dir):

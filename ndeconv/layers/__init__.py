@@ -8,4 +8,5 @@ from .fast_deconv3d import FastDeconv3d
 from .fast_deconv_same import FastDeconvSame
 from .fast_deconv_transpose import FastDeconvTranspose2d
 
-__all__ = ["FastDeconv", "FastDeconvSame", "FastDeconv1d", "FastDeconv3d", "FastDeconvTranspose2d", "ChannelDeconv", "Delinear"]
+__all__ = ["FastDeconv", "FastDeconvSame", "FastDeconv1d", "FastDeconv3d", "FastDeconvTranspose2d", "ChannelDeconv",
+           "Delinear"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import yaml
 
-from ..recipe import Recipe, recipe_to_dict
+from ..recipe import HEADLINE, Recipe, recipe_to_dict
 
 __all__ = ["CARD", "model_card"]
 
@@ -18,22 +18,27 @@ CARD = "README.md"
 _NORM = {"deconv": "network deconvolution", "bn": "batch normalisation"}
 
 
+_TASK = {"classification": ("image-classification", "Image Classification", "top-1 accuracy"),
+         "segmentation": ("image-segmentation", "Image Segmentation", "mean IoU")}
+
+
 def _metadata(recipe: Recipe, results: dict) -> dict:
     data = recipe.data
     dataset = data.hub_id or data.builtin or recipe.name
+    task, task_name, label = _TASK[recipe.task]
+    score = HEADLINE[recipe.task][0]
     meta = {
         "library_name": "ndeconv",
-        "tags": ["image-classification", "timm", "ndeconv", "network-deconvolution" if recipe.model.norm == "deconv"
+        "tags": [task, "timm", "ndeconv", "network-deconvolution" if recipe.model.norm == "deconv"
                  else "batch-normalization"],
         "datasets": [dataset],
-        "metrics": ["accuracy"],
+        "metrics": [score],
         "model-index": [{
             "name": f"{recipe.model.name}-{recipe.model.norm}-{recipe.name}",
             "results": [{
-                "task": {"type": "image-classification", "name": "Image Classification"},
+                "task": {"type": task, "name": task_name},
                 "dataset": {"type": dataset, "name": recipe.name, "split": data.valid_split},
-                "metrics": [{"type": "accuracy", "value": round(100 * results["accuracy"], 2),
-                             "name": "top-1 accuracy (%)"}],
+                "metrics": [{"type": score, "value": round(100 * results[score], 2), "name": f"{label} (%)"}],
             }],
         }],
     }
@@ -49,8 +54,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
     """The card's markdown for a run trained with ``recipe`` that reported ``results`` and per-epoch ``rows``."""
     norm = _NORM.get(recipe.model.norm, recipe.model.norm)
-    summary = [["top-1 accuracy", f"{100 * results['accuracy']:.2f}%"],
-               ["best top-1 accuracy", f"{100 * results['best_accuracy']:.2f}%"],
+    score, label = HEADLINE[recipe.task][0], _TASK[recipe.task][2]
+    summary = [[label, f"{100 * results[score]:.2f}%"],
+               [f"best {label}", f"{100 * results[f'best_{score}']:.2f}%"],
                ["validation loss", f"{results['valid_loss']:.4f}"],
                ["epochs", str(results["epochs"])],
                ["training images", str(results.get("train_images"))],
@@ -59,7 +65,9 @@ def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
                ["parameters", f"{results['params']:,}"]]
     if "top5" in results:
         summary.insert(1, ["top-5 accuracy", f"{100 * results['top5']:.2f}%"])
-    curve = [[str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['valid_loss']:.4f}", f"{100 * r['accuracy']:.2f}",
+    if "pixel_accuracy" in results:
+        summary.insert(1, ["pixel accuracy", f"{100 * results['pixel_accuracy']:.2f}%"])
+    curve = [[str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['valid_loss']:.4f}", f"{100 * r[score]:.2f}",
               f"{r['seconds']:.1f}"] for r in rows]
     header = yaml.safe_dump(_metadata(recipe, results), sort_keys=False)
     recipe_yaml = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
@@ -78,7 +86,7 @@ ndeconv {results['ndeconv']} (torch {results['torch']}).
 
 ## Training curve
 
-{_table(["epoch", "train loss", "valid loss", "accuracy (%)", "seconds"], curve)}
+{_table(["epoch", "train loss", "valid loss", f"{label} (%)", "seconds"], curve)}
 
 ## How to load it
 

@@ -22,6 +22,8 @@ from ..convert import deconvolve
 from ..errors import RecipeError
 from ..init import initialize
 from ..recipe import Recipe
+from ..segmentation.metrics import MeanIoU, PixelAccuracy
+from ..segmentation.models import create_segmentation_model
 from .callbacks import AcceleratorCallback
 from .tracking import check_trackers
 
@@ -31,9 +33,15 @@ _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def build_model(recipe: Recipe) -> nn.Module:
-    """``timm.create_model`` for the recipe's data, initialised as ``model.init`` says, deconvolved
-    when ``model.norm`` is ``deconv``."""
+    """``timm.create_model`` for the recipe's data (segmentation: :func:`create_segmentation_model`),
+    initialised as ``model.init`` says, deconvolved when ``model.norm`` is ``deconv``."""
     m, d = recipe.model, recipe.data
+    if recipe.task == "segmentation":
+        model = create_segmentation_model(m.name, d.num_classes, d.channels, m.feature_level)
+        initialize(model, m.init)
+        if m.norm == "deconv":
+            deconvolve(model, **dataclasses.asdict(m.deconv))
+        return model
     if not timm.is_model(m.name):
         raise RecipeError(f"model.name: unknown timm model '{m.name}' (see timm.list_models() or `ndeconv models`)")
     try:
@@ -82,16 +90,23 @@ def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerato
     """A fastai Learner with the recipe's optimizer and metrics, driven by ``accelerator``.
 
     SGD uses classic momentum and L2 weight decay on every parameter, as ``torch.optim.SGD``
-    did in the paper's code; AdamW decouples it. fastai's console progress is replaced by
-    ndeconv's rich callback.
+    did in the paper's code; AdamW decouples it. Classification reports accuracy (and top-5 from
+    100 classes), segmentation mean IoU and pixel accuracy. fastai's console progress is replaced
+    by ndeconv's rich callback.
     """
     o = recipe.optim
     if o.name == "sgd":
         opt_func = partial(SGD, mom=o.momentum, decouple_wd=False)
     else:
         opt_func = partial(Adam, mom=o.momentum, decouple_wd=True)
-    metrics = [accuracy] + ([top5] if recipe.data.num_classes >= 100 else [])
-    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=opt_func, lr=o.lr, metrics=metrics,
+    d = recipe.data
+    if recipe.task == "segmentation":  # per-pixel classes; unlabelled pixels count in neither loss nor metrics
+        loss_func = nn.CrossEntropyLoss(ignore_index=d.ignore_index)
+        metrics = [MeanIoU(d.num_classes, d.ignore_index), PixelAccuracy(d.num_classes, d.ignore_index)]
+    else:
+        loss_func = nn.CrossEntropyLoss()
+        metrics = [accuracy] + ([top5] if d.num_classes >= 100 else [])
+    learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=o.lr, metrics=metrics,
                     wd=o.weight_decay, wd_bn_bias=True, cbs=[AcceleratorCallback(accelerator), *(cbs or [])])
     learn.remove_cb(ProgressCallback)
     learn.logger = noop

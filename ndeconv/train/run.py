@@ -23,7 +23,8 @@ from .. import __version__
 from ..data import load_splits, make_dataloaders
 from ..errors import RecipeError, RunDirError
 from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
-from ..recipe import Recipe, parse_recipe, recipe_to_dict
+from ..recipe import HEADLINE, Recipe, parse_recipe, recipe_to_dict
+from ..segmentation.loaders import load_segmentation_splits, make_segmentation_dataloaders
 from .callbacks import RichProgressCallback, RunDirCallback
 from .card import CARD, model_card
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics
@@ -62,8 +63,10 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     accelerator = make_accelerator(recipe.train.precision, log_with=recipe.train.log_with,
                                    project_dir=str(run_dir))
     is_main = accelerator.is_main_process
-    splits = load_splits(recipe.data)
-    dls = make_dataloaders(recipe, splits=splits)
+    if recipe.task == "segmentation":
+        dls = make_segmentation_dataloaders(recipe, splits=load_segmentation_splits(recipe.data))
+    else:
+        dls = make_dataloaders(recipe, splits=load_splits(recipe.data))
     model = build_model(recipe)
     if sync_stats and accelerator.num_processes > 1:
         from ..distributed import sync_deconv_stats
@@ -89,18 +92,18 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         raise
     accelerator.wait_for_everyone()
     last = run_cb.rows[-1]
+    score = HEADLINE[recipe.task][0]
+    metrics = {k: v for k, v in last.items() if k not in ("epoch", "train_loss", "valid_loss", "seconds")}
     results = {
-        "recipe": recipe.name, "model": recipe.model.name, "norm": recipe.model.norm,
-        "epochs": recipe.train.epochs, "accuracy": last["accuracy"], "valid_loss": last["valid_loss"],
-        "train_loss": last["train_loss"], "best_accuracy": max(r["accuracy"] for r in run_cb.rows),
+        "recipe": recipe.name, "model": recipe.model.name, "norm": recipe.model.norm, "task": recipe.task,
+        "score": score, "epochs": recipe.train.epochs, **metrics, "valid_loss": last["valid_loss"],
+        "train_loss": last["train_loss"], f"best_{score}": max(r[score] for r in run_cb.rows),
         "seconds": round(sum(r["seconds"] for r in run_cb.rows), 3), "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
         "world_size": accelerator.num_processes, "precision": recipe.train.precision,
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
         "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
     }
-    if "top5" in last:
-        results["top5"] = last["top5"]
     if is_main:
         atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
         write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows))
