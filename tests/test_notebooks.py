@@ -18,7 +18,7 @@ def test_nbdev_test_runs_every_notebook():
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("IN_TEST", None)
     nbdev_test = Path(sys.executable).with_name("nbdev-test")
-    proc = subprocess.run([str(nbdev_test), "--path", "nbs", "--n_workers", "1", "--do_print"], cwd=ROOT, env=env,
+    proc = subprocess.run([str(nbdev_test), "nbs", "--n-workers", "1", "--do-print"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Success." in proc.stdout
