@@ -29,14 +29,16 @@ def _warm(model, x, steps=3):
 
 
 def _bn_free_param_count(name, **kwargs):
-    """Parameters of the same architecture with its BNs removed and a bias on every conv (built independently)."""
+    """Parameters of the same architecture with its BNs removed and a bias on every conv that is not
+    depthwise (depthwise convs are kept as they are; built independently)."""
     model = timm.create_model(name, **kwargs)
     count = 0
     for module in model.modules():
         if isinstance(module, BN_TYPES):
             continue
         count += sum(p.numel() for p in module.parameters(recurse=False))
-        if isinstance(module, nn.Conv2d) and module.bias is None:
+        depthwise = isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
+        if isinstance(module, nn.Conv2d) and module.bias is None and not depthwise:
             count += module.out_channels
     return count
 

@@ -322,7 +322,8 @@ def test_gradcheck_fast_deconv1d():
 ])
 def test_fast_deconv3d_matches_the_float64_reference(k, stride, padding, dilation, groups, block, s):
     conv = torch.nn.Conv3d(4, 4, k, stride=stride, padding=padding, dilation=dilation, groups=groups).double()
-    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=s, block_fc=0)[0]
+    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=s, block_fc=0,
+                               whiten_depthwise=True)[0]
     assert type(layer) is ndeconv.FastDeconv3d
     with torch.no_grad():
         layer.bias.uniform_(-1, 1)
