@@ -65,6 +65,18 @@ def same_padding(size: Sequence[int], kernel_size: int | Sequence[int], stride: 
     return left, right, top, bottom
 
 
+def _check_block(per_group: int, block: int) -> None:
+    if per_group % block:
+        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+
+
+def _split_columns(rows: Tensor, f: int) -> Tensor:
+    """Patch rows ``(g, m, G*f)`` as ``(g, m*G, f)`` samples, column group ``q`` taking columns
+    ``q, q+G, q+2G, ...`` of each row (the paper's block grouping)."""
+    g, m, cols = rows.shape
+    return rows.reshape(g, m, f, cols // f).transpose(2, 3).reshape(g, -1, f)
+
+
 def conv_patch_samples(
     x: Tensor,
     kernel_size: int | Sequence[int],
@@ -88,8 +100,7 @@ def conv_patch_samples(
         tuple(s * sampling_stride for s in _pair(stride)), groups, block,
     )
     per_group = x.shape[1] // groups
-    if per_group % block:
-        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    _check_block(per_group, block)
     return _ConvPatchSamples.apply(x, geometry)
 
 
@@ -113,17 +124,14 @@ def conv3d_patch_samples(
     """
     kernel, dil, pad, step = (_triple(v) for v in (kernel_size, dilation, padding, stride))
     per_group = x.shape[1] // groups
-    if per_group % block:
-        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    _check_block(per_group, block)
     windows = F.pad(x, [p for p in reversed(pad) for _ in range(2)])
     for axis, (k, d, s) in enumerate(zip(kernel, dil, step)):
         windows = windows.unfold(2 + axis, d * (k - 1) + 1, s * sampling_stride)
     windows = windows[..., :: dil[0], :: dil[1], :: dil[2]]  # (n, C, oD, oH, oW, kd, kh, kw)
-    n, channels = x.shape[:2]
-    patches = windows.permute(0, 1, 5, 6, 7, 2, 3, 4).reshape(n, channels * math.prod(kernel), -1)
-    f = block * math.prod(kernel)
-    patches = patches.view(n, groups, f, per_group // block, patches.shape[-1])
-    return patches.permute(1, 0, 4, 3, 2).reshape(groups, -1, f)
+    n = x.shape[0]
+    rows = windows.permute(0, 2, 3, 4, 1, 5, 6, 7).reshape(n, -1, groups, per_group * math.prod(kernel))
+    return _split_columns(rows.permute(2, 0, 1, 3).reshape(groups, -1, rows.shape[-1]), block * math.prod(kernel))
 
 
 def conv_transpose_patch_samples(
@@ -151,8 +159,7 @@ def conv_transpose_patch_samples(
     kernel, dil, pad, step, extra = (_pair(v) for v in (kernel_size, dilation, padding, stride, output_padding))
     n, channels, height, width = x.shape
     per_group = channels // groups
-    if per_group % block:
-        raise ValueError(f"block {block} does not divide the {per_group} channels of a conv group")
+    _check_block(per_group, block)
     spread = x.new_zeros(n, channels, (height - 1) * step[0] + 1, (width - 1) * step[1] + 1)
     spread[:, :, :: step[0], :: step[1]] = x
     edges = [d * (k - 1) - p for k, d, p in zip(kernel, dil, pad)]
@@ -160,9 +167,8 @@ def conv_transpose_patch_samples(
     patches = conv_patch_samples(spread, kernel, block=per_group, groups=groups, dilation=dil,
                                  sampling_stride=sampling_stride)
     m = patches.shape[1]
-    patches = patches.view(groups, m, per_group, *kernel).flip(-2, -1).reshape(groups, m, -1)
-    f = block * kernel[0] * kernel[1]
-    return patches.view(groups, m, f, per_group // block).transpose(2, 3).reshape(groups, -1, f)
+    rows = patches.view(groups, m, per_group, *kernel).flip(-2, -1).reshape(groups, m, -1)
+    return _split_columns(rows, block * kernel[0] * kernel[1])
 
 
 def transposed_as_conv_weight(weight: Tensor, groups: int) -> Tensor:
@@ -425,16 +431,15 @@ class _NewtonSchulz(torch.autograd.Function):
             ctx.save_for_backward(y)
             return _newton_schulz_steps(y, n_iter)
         evals, evecs = decomposed
-        ctx.save_for_backward(evals, evecs)
-        p, _ = _newton_schulz_spectrum(evals, n_iter)
+        p, dd = _newton_schulz_spectrum(evals, n_iter)
+        ctx.save_for_backward(evecs, dd)
         return (evecs * p.unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         if len(ctx.saved_tensors) == 2:
-            evals, evecs = ctx.saved_tensors
-            _, dd = _newton_schulz_spectrum(evals, ctx.n_iter)
+            evecs, dd = ctx.saved_tensors
             inner = evecs.transpose(-1, -2) @ grad @ evecs
             return evecs @ (dd * inner) @ evecs.transpose(-1, -2), None
         (y,) = ctx.saved_tensors

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ..recipe import DataSpec
 
-__all__ = ["Splits", "load_splits", "digits_dataset"]
+__all__ = ["Splits", "load_splits", "load_hub", "check_splits", "digits_dataset"]
 
 
 @dataclass
@@ -92,6 +92,27 @@ def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.Datase
     raise DataError(f"{source}: {path} has no {spec.train_split}*.parquet files and no {spec.train_split}/ image folder")
 
 
+def load_hub(spec: DataSpec, source: str = "data") -> datasets.DatasetDict:
+    """``datasets.load_dataset(spec.hub_id)``; any failure (offline, unknown id, gated) is one line."""
+    try:
+        return datasets.load_dataset(spec.hub_id)
+    except Exception as e:  # offline, unknown id, gated: all end here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
+                        "pass --data PATH to a local copy") from None
+
+
+def check_splits(ds: datasets.DatasetDict, spec: DataSpec, columns: tuple[str, ...], origin: str) -> None:
+    """The recipe's training and validation splits exist in ``ds`` and have ``columns``."""
+    for split in (spec.train_split, spec.valid_split):
+        if split not in ds:
+            raise DataError(f"{origin}: no split '{split}' (splits: {', '.join(ds)})")
+        found = ds[split].column_names
+        for column in columns:
+            if column not in found:
+                raise DataError(f"{origin}: split '{split}' has no column '{column}' (columns: {', '.join(found)})")
+
+
 def load_splits(spec: DataSpec, source: str = "data") -> Splits:
     """Load the recipe's training and validation splits, checking splits and columns."""
     if spec.path is not None:
@@ -101,19 +122,8 @@ def load_splits(spec: DataSpec, source: str = "data") -> Splits:
         ds, image_col, label_col, key = digits_dataset(), "image", "label", "builtin-digits-v1"
         origin = "builtin digits"
     else:
-        try:
-            ds = datasets.load_dataset(spec.hub_id)
-        except Exception as e:  # offline, unknown id, gated: all end here
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
-                            "pass --data PATH to a local copy") from None
+        ds = load_hub(spec, source)
         image_col, label_col, key, origin = spec.image_column, spec.label_column, f"hub-{spec.hub_id}", spec.hub_id
-    for split in (spec.train_split, spec.valid_split):
-        if split not in ds:
-            raise DataError(f"{origin}: no split '{split}' (splits: {', '.join(ds)})")
-        columns = ds[split].column_names
-        for column in (image_col, label_col):
-            if column not in columns:
-                raise DataError(f"{origin}: split '{split}' has no column '{column}' (columns: {', '.join(columns)})")
+    check_splits(ds, spec, (image_col, label_col), origin)
     key = hashlib.sha1(f"{key}:{spec.train_split}:{spec.valid_split}:{image_col}:{label_col}".encode()).hexdigest()[:16]
     return Splits(ds[spec.train_split], ds[spec.valid_split], image_col, label_col, key)

@@ -43,15 +43,18 @@ class ConvDeconvMixin:
         self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), eps, n_iter, momentum,
                              freeze_iter, device, dtype, stats_grad, max_samples)
 
+    @staticmethod
+    def _geometry(conv: nn.modules.conv._ConvNd, bias: bool) -> tuple:
+        """The leading positional arguments of ``conv``'s class (and of this layer's) for its geometry."""
+        return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, bias)
+
     @classmethod
     def from_conv(cls, conv: nn.modules.conv._ConvNd, bias: bool | None = None, **deconv_kwargs):
         """A layer with ``conv``'s geometry and weights (bias added as zeros if asked)."""
         with_bias = conv.bias is not None if bias is None else bias
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, with_bias, padding_mode=conv.padding_mode, device=conv.weight.device,
-            dtype=conv.weight.dtype, **deconv_kwargs,
-        )
+        layer = cls(*cls._geometry(conv, with_bias), padding_mode=conv.padding_mode, device=conv.weight.device,
+                    dtype=conv.weight.dtype, **deconv_kwargs)
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
             if layer.bias is not None:
@@ -87,8 +90,7 @@ class ConvDeconvMixin:
     def fused(self) -> nn.Module:
         """The plain conv that computes this layer's eval function (running estimates folded in)."""
         weight, bias = self._fold(self.running_mean, self.running_deconv)
-        conv = self.plain(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                          self.dilation, self.groups, True, self.padding_mode, device=self.weight.device,
+        conv = self.plain(*self._geometry(self, True), padding_mode=self.padding_mode, device=self.weight.device,
                           dtype=self.weight.dtype)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)

@@ -55,18 +55,10 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
                           device, dtype)
 
-    @classmethod
-    def from_conv(cls, conv: nn.ConvTranspose2d, bias: bool | None = None, **deconv_kwargs) -> "FastDeconvTranspose2d":
-        """A layer with ``conv``'s geometry and weights (bias added as zeros if asked)."""
-        with_bias = conv.bias is not None if bias is None else bias
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.output_padding, conv.groups, with_bias, conv.dilation, device=conv.weight.device,
-                    dtype=conv.weight.dtype, **deconv_kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if layer.bias is not None:
-                layer.bias.copy_(conv.bias if conv.bias is not None else torch.zeros_like(layer.bias))
-        return layer.train(conv.training)
+    @staticmethod
+    def _geometry(conv: nn.ConvTranspose2d, bias: bool) -> tuple:
+        return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                conv.output_padding, conv.groups, bias, conv.dilation)
 
     def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
         weight = DF.transposed_as_conv_weight(self.weight, self.groups)
@@ -91,14 +83,3 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
                                              (self.weight, self.bias, self.running_mean, self.running_deconv))
         return F.conv_transpose2d(x, weight.to(x.dtype), bias.to(x.dtype), self.stride, self.padding, output_padding,
                                   self.groups, self.dilation)
-
-    @torch.no_grad()
-    def fused(self) -> nn.ConvTranspose2d:
-        """The plain ``nn.ConvTranspose2d`` that computes this layer's eval function."""
-        weight, bias = self._fold(self.running_mean, self.running_deconv)
-        conv = nn.ConvTranspose2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                                  self.output_padding, self.groups, True, self.dilation, device=self.weight.device,
-                                  dtype=self.weight.dtype)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-        return conv.train(self.training)

@@ -10,8 +10,7 @@ import torch
 from fastai.data.core import DataLoaders
 
 from ..data.loaders import TensorImageDL, subset_indices
-from ..data.sources import _load_path
-from ..errors import DataError
+from ..data.sources import _load_path, check_splits, load_hub
 from ..recipe import DataSpec, Recipe
 from .augment import SegmentationTransform
 from .data import CITYSCAPES_TRAIN_IDS, cityscapes_dataset, decode_segmentation, digit_canvas_dataset
@@ -47,20 +46,8 @@ def load_segmentation_splits(spec: DataSpec, source: str = "data") -> Segmentati
         else:
             ds = _load_path(path, spec, f"{source}.path")[0]
     else:
-        origin = spec.hub_id
-        try:
-            ds = datasets.load_dataset(spec.hub_id)
-        except Exception as e:  # offline, unknown id, gated: all end here
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
-                            "pass --data PATH to a local copy") from None
-    for split in (spec.train_split, spec.valid_split):
-        if split not in ds:
-            raise DataError(f"{origin}: no split '{split}' (splits: {', '.join(ds)})")
-        for column in (image_col, mask_col):
-            if column not in ds[split].column_names:
-                raise DataError(f"{origin}: split '{split}' has no column '{column}' "
-                                f"(columns: {', '.join(ds[split].column_names)})")
+        ds, origin = load_hub(spec, source), spec.hub_id
+    check_splits(ds, spec, (image_col, mask_col), origin)
     return SegmentationSplits(ds[spec.train_split], ds[spec.valid_split], image_col, mask_col, label_map)
 
 
