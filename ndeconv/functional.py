@@ -289,8 +289,8 @@ class _WhiteningStats(torch.autograd.Function):
         m = samples.shape[1]
         mean = samples.mean(dim=1)
         centred = samples - mean.unsqueeze(1)
-        eye = torch.eye(samples.shape[-1], dtype=samples.dtype, device=samples.device)
-        cov = torch.baddbmm((eps * eye).expand(samples.shape[0], -1, -1), centred.transpose(1, 2), centred, alpha=1.0 / m)
+        cov = _gram(centred).div_(m)
+        cov.diagonal(dim1=1, dim2=2).add_(eps)
         ctx.save_for_backward(centred)
         return mean, cov
 
@@ -299,6 +299,27 @@ class _WhiteningStats(torch.autograd.Function):
     def backward(ctx, grad_mean: Tensor | None, grad_cov: Tensor | None) -> tuple[Tensor, None]:
         (centred,) = ctx.saved_tensors
         return _samples_grad(centred, grad_mean, grad_cov, centred.shape[1]), None
+
+
+#: Column strip width of :func:`_gram` (wider matrices are multiplied by strips).
+_GRAM_STRIP = 144
+
+
+def _gram(x: Tensor) -> Tensor:
+    """``x^T x`` of ``x`` ``(g, m, f)``, computing only its upper triangle of ``_GRAM_STRIP``-wide
+    blocks and mirroring it: about ``(k + 1) / 2k`` of the product's work for ``k`` strips (CPU;
+    on accelerators one product)."""
+    f = x.shape[-1]
+    k = max(1, round(f / _GRAM_STRIP))
+    if k == 1 or x.device.type != "cpu":
+        return torch.bmm(x.transpose(1, 2), x)
+    out = x.new_empty(x.shape[0], f, f)
+    edges = [f * i // k for i in range(k + 1)]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        strip = torch.bmm(x[:, :, lo:hi].transpose(1, 2), x[:, :, lo:])
+        out[:, lo:hi, lo:] = strip
+        out[:, hi:, lo:hi] = strip[:, :, hi - lo:].transpose(1, 2)
+    return out
 
 
 def _samples_grad(centred: Tensor, grad_mean: Tensor | None, grad_cov: Tensor | None, count: float) -> Tensor:
@@ -335,7 +356,7 @@ class _SyncWhiteningStats(torch.autograd.Function):
         total = sums[-1]
         mean = (sums[:-1] / total).view(g, f)
         centred = samples - mean.unsqueeze(1)
-        cross = torch.bmm(centred.transpose(1, 2), centred)
+        cross = _gram(centred)
         dist.all_reduce(cross, group=group)
         eye = torch.eye(f, dtype=samples.dtype, device=samples.device)
         cov = cross / total + eps * eye
@@ -410,29 +431,46 @@ def _eigh_or_none(y: Tensor) -> tuple[Tensor, Tensor] | None:
         return None
 
 
+#: Smallest ``f`` for which one ``eigh`` beats the matrix iteration on CPU (2 threads, 5 steps),
+#: with a gradient (the backward's replay is the iteration's cost again) and without.
+_SPECTRAL_MIN_F = {True: 48, False: 384}
+
+
+def _newton_schulz_scalar(evals: Tensor, n_iter: int) -> Tensor:
+    """The iteration's scalar map ``p: y0 -> z_n`` at each of ``evals``."""
+    y, z = evals, torch.ones_like(evals)
+    for _ in range(n_iter):
+        t = 1.5 - 0.5 * z * y
+        y, z = y * t, t * z
+    return z
+
+
 class _NewtonSchulz(torch.autograd.Function):
-    """Newton-Schulz steps on a normalised SPD batch, spectrally on CPU.
+    """Newton-Schulz steps on a normalised SPD batch, spectrally on CPU where that is faster.
 
     Every iterate is a polynomial in ``Y``, so for ``Y = U diag(l) U^T`` the result is
     ``U diag(p(l)) U^T`` and the adjoint of the step map is ``U (P o U^T G U) U^T`` with ``P`` the
-    divided differences of ``p`` (Daleckii-Krein). On CPU, when a gradient is needed, one ``eigh``
-    serves both: the forward then costs ``eigh`` and one product instead of ``3 n_iter - 2``
-    matmuls, and the backward four matmuls. Without a gradient (``stats_grad=False``, eval of a
-    batch), on accelerators (where ``eigh`` is slow), or if ``eigh`` fails, the matrix iteration
-    runs (and the backward replays it under autograd).
+    divided differences of ``p`` (Daleckii-Krein). On CPU one ``eigh`` serves both: the forward
+    then costs ``eigh`` and one product instead of ``3 n_iter - 2`` matmuls, and the backward four
+    matmuls. Small matrices (see ``_SPECTRAL_MIN_F``), accelerators (where ``eigh`` is slow) and
+    a failed ``eigh`` take the matrix iteration (its backward replays it under autograd).
     """
 
     @staticmethod
     def forward(ctx, y: Tensor, n_iter: int) -> Tensor:
         ctx.n_iter = n_iter
-        spectral = y.device.type == "cpu" and ctx.needs_input_grad[0]
+        needs_grad = ctx.needs_input_grad[0]
+        spectral = y.device.type == "cpu" and y.shape[-1] >= _SPECTRAL_MIN_F[needs_grad]
         decomposed = _eigh_or_none(y) if spectral else None
         if decomposed is None:
             ctx.save_for_backward(y)
             return _newton_schulz_steps(y, n_iter)
         evals, evecs = decomposed
-        p, dd = _newton_schulz_spectrum(evals, n_iter)
-        ctx.save_for_backward(evecs, dd)
+        if needs_grad:
+            p, dd = _newton_schulz_spectrum(evals, n_iter)
+            ctx.save_for_backward(evecs, dd)
+        else:
+            p = _newton_schulz_scalar(evals, n_iter)
         return (evecs * p.unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
     @staticmethod

@@ -97,26 +97,68 @@ def _covariances(kind: str) -> torch.Tensor:
     return a.transpose(1, 2) @ a / a.shape[1] + 1e-5 * torch.eye(12, dtype=torch.float64)
 
 
+@pytest.fixture(params=["spectral", "matrix"])
+def newton_schulz_path(request, monkeypatch) -> str:
+    """Route every size through one Newton-Schulz path (CPU picks by size and by whether a gradient
+    is needed: ``_SPECTRAL_MIN_F``)."""
+    least = 1 if request.param == "spectral" else 10**9
+    monkeypatch.setattr(DF, "_SPECTRAL_MIN_F", {True: least, False: least})
+    return request.param
+
+
+def test_newton_schulz_paths_by_size():
+    # On CPU a 576 x 576 covariance (a 64-channel 3x3 layer) goes spectral with and without a
+    # gradient, a 64 x 64 one only with, a grouped 36 x 36 batch never (measured fastest).
+    assert DF._SPECTRAL_MIN_F[True] <= 64 < DF._SPECTRAL_MIN_F[False] <= 576
+    assert DF._SPECTRAL_MIN_F[True] > 36
+
+
 @pytest.mark.parametrize("kind", ["well", "fewer_rows", "stem_like"])
 @pytest.mark.parametrize("n_iter", [1, 5, 15])
-def test_spectral_and_matrix_newton_schulz_equal_the_float64_iteration(kind, n_iter):
-    # With a gradient needed the CPU forward is spectral (eigh); without, the matrix iteration runs.
+def test_newton_schulz_paths_equal_the_float64_iteration(kind, n_iter, newton_schulz_path):
+    # Each path, with a gradient needed (spectral: eigh and divided differences) and without.
     cov = _covariances(kind)
     expected = np.stack([reference.newton_schulz(c, n_iter) for c in cov.numpy()])
-    spectral = DF.isqrt_newton_schulz(cov.clone().requires_grad_(), n_iter)
+    with_grad = DF.isqrt_newton_schulz(cov.clone().requires_grad_(), n_iter)
     with torch.no_grad():
-        matrix = DF.isqrt_newton_schulz(cov, n_iter)
+        without = DF.isqrt_newton_schulz(cov, n_iter)
     scale = np.abs(expected).max()
-    np.testing.assert_allclose(spectral.detach().numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
-    np.testing.assert_allclose(matrix.numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
-    # float32, as the layers train: the spectral path is as close to the float64 iteration as the
-    # matrix path (at 15 steps on a rank-deficient covariance float32 itself loses ~1e-3 on both).
+    np.testing.assert_allclose(with_grad.detach().numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
+    np.testing.assert_allclose(without.numpy(), expected, rtol=1e-9, atol=1e-11 * scale)
+    # float32, as the layers train: as close to the float64 iteration as the float32 matrix
+    # iteration (at 15 steps on a rank-deficient covariance float32 itself loses ~1e-3).
     c32 = cov.float()
-    spectral32 = DF.isqrt_newton_schulz(c32.clone().requires_grad_(), n_iter).detach().double().numpy()
+    ours = [DF.isqrt_newton_schulz(c32.clone().requires_grad_(), n_iter).detach().double().numpy()]
     with torch.no_grad():
-        matrix32 = DF.isqrt_newton_schulz(c32, n_iter).double().numpy()
-    matrix_error = np.abs(matrix32 - expected).max() / scale
-    assert np.abs(spectral32 - expected).max() / scale <= max(2e-6, 4 * matrix_error)
+        ours.append(DF.isqrt_newton_schulz(c32, n_iter).double().numpy())
+    y32 = c32 / torch.linalg.matrix_norm(c32, keepdim=True)
+    plain32 = (DF._newton_schulz_steps(y32, n_iter) / torch.linalg.matrix_norm(c32, keepdim=True).sqrt()).double().numpy()
+    plain_error = np.abs(plain32 - expected).max() / scale
+    for result in ours:
+        assert np.abs(result - expected).max() / scale <= max(2e-6, 4 * plain_error)
+
+
+@pytest.mark.parametrize("m,f", [(50, 12), (40, 300), (700, 577)])
+def test_whitening_stats_match_float64_reference(m, f):
+    # Wide covariances are multiplied by strips (upper triangle, mirrored): one strip, two (fewer
+    # rows than columns) and three of uneven width; float64, then float32 and the backward.
+    gen = torch.Generator().manual_seed(f)
+    samples = torch.randn(2, m, f, dtype=torch.float64, generator=gen) @ torch.randn(f, f, dtype=torch.float64, generator=gen) + 3
+    mean, cov = DF.whitening_stats(samples, eps=1e-3)
+    for g in range(2):
+        ref_mean, ref_cov = reference.covariance(samples[g].numpy(), 1e-3)
+        np.testing.assert_allclose(mean[g].numpy(), ref_mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cov[g].numpy(), ref_cov, rtol=1e-10, atol=1e-10 * np.abs(ref_cov).max())
+    _, cov32 = DF.whitening_stats(samples.float(), eps=1e-3)
+    np.testing.assert_allclose(cov32.double().numpy(), cov.numpy(), rtol=0, atol=1e-5 * cov.abs().max().item())
+    leaf = samples.clone().requires_grad_()
+    grad_mean, grad_cov = torch.randn(2, f, dtype=torch.float64), torch.randn(2, f, f, dtype=torch.float64)
+    got = torch.autograd.grad(DF.whitening_stats(leaf, 1e-3), leaf, (grad_mean, grad_cov))[0]
+    plain = samples.clone().requires_grad_()
+    centred = plain - plain.mean(1, keepdim=True)
+    outputs = (plain.mean(1), centred.transpose(1, 2) @ centred / m)
+    expected = torch.autograd.grad(outputs, plain, (grad_mean, grad_cov))[0]
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
 
 
 def test_whitened_patches_have_identity_covariance():
@@ -183,27 +225,74 @@ def test_gradcheck_disjoint_windows_scatter_backward(kernel, dilation, sampling_
     assert torch.autograd.gradcheck(layer, (x,))
 
 
-@pytest.mark.parametrize("n_iter", [1, 2, 5, 9])
-def test_newton_schulz_spectral_backward_equals_autograd_through_the_steps(n_iter):
-    # Ill-conditioned (eps-like) and repeated eigenvalues included.
-    a = torch.randn(2, 30, 10, dtype=torch.float64)
-    a[:, :, 7:] = a[:, :, 6:7]  # rank-deficient: repeated (near-zero) eigenvalues
-    cov = a.transpose(1, 2) @ a / 30 + 1e-5 * torch.eye(10, dtype=torch.float64)
-    grad_out = torch.randn(2, 10, 10, dtype=torch.float64)
+def _clustered_covariance() -> torch.Tensor:
+    """40 x 40 SPD with eigenvalues from 1e-9 to 1 (relative), exact repeats and near-repeats."""
+    gen = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64, generator=gen))
+    evals = torch.cat([torch.logspace(-9, 0, 24, dtype=torch.float64), torch.full((6,), 1e-3, dtype=torch.float64),
+                       0.3 * (1 + 1e-9 * torch.arange(5, dtype=torch.float64)), torch.full((5,), 3e-9, dtype=torch.float64)])
+    return (q * evals) @ q.T
+
+
+def _covariance_case(case: str) -> torch.Tensor:
+    if case == "repeated":
+        a = torch.randn(2, 30, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        a[:, :, 7:] = a[:, :, 6:7]  # rank-deficient: repeated (near-zero) eigenvalues
+        return a.transpose(1, 2) @ a / 30 + 1e-5 * torch.eye(10, dtype=torch.float64)
+    if case == "clustered":
+        return _clustered_covariance()[None]
+    return _covariances(case)
+
+
+@pytest.mark.parametrize("case", ["repeated", "clustered", "well", "fewer_rows", "stem_like"])
+@pytest.mark.parametrize("n_iter", [1, 2, 5, 15])
+def test_newton_schulz_backward_equals_autograd_through_the_steps(case, n_iter, newton_schulz_path):
+    # Equal, clustered, near-zero and well-separated eigenvalues: each path's backward against
+    # autograd through the plain steps written out.
+    cov = _covariance_case(case)
+    f = cov.shape[-1]
+    grad_out = torch.randn(cov.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     leaf = cov.clone().requires_grad_()
     (spectral,) = torch.autograd.grad(DF.isqrt_newton_schulz(leaf, n_iter), leaf, grad_out)
 
     def plain(c):  # the iteration written out, differentiated by autograd
         norm = torch.linalg.matrix_norm(c, keepdim=True)
-        y, z = c / norm, torch.eye(10, dtype=c.dtype).expand_as(c)
+        y, z = c / norm, torch.eye(f, dtype=c.dtype).expand_as(c)
         for _ in range(n_iter):
-            t = (3 * torch.eye(10, dtype=c.dtype) - z @ y) / 2
+            t = (3 * torch.eye(f, dtype=c.dtype) - z @ y) / 2
             y, z = y @ t, t @ z
         return z / norm.sqrt()
 
     leaf2 = cov.clone().requires_grad_()
     (expected,) = torch.autograd.grad(plain(leaf2), leaf2, grad_out)
     torch.testing.assert_close(spectral, expected, rtol=1e-8, atol=1e-8 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("n_iter", [5, 15])
+def test_newton_schulz_divided_differences_against_float64_definition(n_iter):
+    # (p(a) - p(b)) / (a - b) and p'(a) on the diagonal, with p the scalar iteration run in
+    # 80-digit decimal arithmetic, for separated, close, equal and near-zero pairs (float32 inputs).
+    from decimal import Decimal, localcontext
+
+    def p(y: Decimal) -> Decimal:
+        z = Decimal(1)
+        for _ in range(n_iter):
+            t = Decimal("1.5") - z * y / 2
+            y, z = y * t, t * z
+        return z
+
+    evals = torch.tensor([1e-7, 1.1e-7, 1e-3, 1.000001e-3, 0.25, 0.9, 1.0], dtype=torch.float32)
+    values, dd = DF._newton_schulz_spectrum(evals, n_iter)
+    with localcontext() as ctx:
+        ctx.prec = 80
+        exact = [Decimal(float(v)) for v in evals]
+        h = Decimal(10) ** -30
+        for i, a in enumerate(exact):
+            assert float(values[i]) == pytest.approx(float(p(a)), rel=1e-6)
+            for j, b in enumerate(exact):
+                # p'(a) on the diagonal by a central difference of the 80-digit polynomial
+                want = (p(a) - p(b)) / (a - b) if a != b else (p(a + h) - p(a - h)) / (2 * h)
+                assert float(dd[i, j]) == pytest.approx(float(want), rel=2e-6), (i, j)
 
 
 @pytest.mark.parametrize("mode, np_mode", [("reflect", "reflect"), ("replicate", "edge"), ("circular", "wrap"),
