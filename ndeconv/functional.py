@@ -203,19 +203,29 @@ class _PatchGeometry(tuple):
 
 
 class _ConvPatchSamples(torch.autograd.Function):
-    """im2col + regrouping, with a scatter backward instead of ``col2im`` for disjoint windows."""
+    """im2col + regrouping (a strided window view when a conv group is one column group), with a
+    scatter backward instead of ``col2im`` for disjoint windows."""
 
     @staticmethod
     def forward(ctx, x: Tensor, geometry: _PatchGeometry) -> Tensor:
         kernel, dilation, padding, stride, groups, block = geometry
-        patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
-        n, cols, positions = patches.shape
         f = block * kernel[0] * kernel[1]
         ctx.geometry, ctx.input_shape = geometry, x.shape
         ctx.positions = [
             (size + 2 * p - d * (k - 1) - 1) // s + 1
             for size, k, d, p, s in zip(x.shape[2:], kernel, dilation, padding, stride)
         ]
+        if x.shape[1] == groups * block:  # one column group: a window view, copied once
+            padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
+            sn, sc, sh, sw = padded.stride()
+            windows = padded.as_strided(
+                (groups, x.shape[0], *ctx.positions, block, *kernel),
+                (block * sc, sn, stride[0] * sh, stride[1] * sw, sc, dilation[0] * sh, dilation[1] * sw),
+                padded.storage_offset(),
+            )
+            return windows.reshape(groups, -1, f)
+        patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+        n, cols, positions = patches.shape
         patches = patches.view(n, groups, f, cols // groups // f, positions)
         return patches.permute(1, 0, 4, 3, 2).reshape(groups, -1, f)
 
