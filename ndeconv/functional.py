@@ -216,13 +216,11 @@ class _ConvPatchSamples(torch.autograd.Function):
             for size, k, d, p, s in zip(x.shape[2:], kernel, dilation, padding, stride)
         ]
         if x.shape[1] == groups * block:  # one column group: a window view, copied once
-            padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
-            sn, sc, sh, sw = padded.stride()
-            windows = padded.as_strided(
-                (groups, x.shape[0], *ctx.positions, block, *kernel),
-                (block * sc, sn, stride[0] * sh, stride[1] * sw, sc, dilation[0] * sh, dilation[1] * sw),
-                padded.storage_offset(),
-            )
+            windows = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
+            for axis, (k, d, s) in enumerate(zip(kernel, dilation, stride)):
+                windows = windows.unfold(2 + axis, d * (k - 1) + 1, s)
+            windows = windows[..., :: dilation[0], :: dilation[1]]  # (n, C, lh, lw, kh, kw)
+            windows = windows.unflatten(1, (groups, block)).permute(1, 0, 3, 4, 2, 5, 6)
             return windows.reshape(groups, -1, f)
         patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
         n, cols, positions = patches.shape
