@@ -21,6 +21,8 @@ GEOMETRIES = [
     dict(cin=6, cout=6, k=3, stride=2, padding=1, dilation=1, groups=6, block=64, s=1, hw=(8, 8)),
     # fewer sampled rows (2 images x 4 positions) than columns (f = 16*9): a rank-deficient covariance
     dict(cin=16, cout=4, k=3, stride=1, padding=1, dilation=1, groups=1, block=16, s=3, hw=(4, 4)),
+    # the paper's block at full size (f = 576: strip covariance, eigh) from 8 sampled rows
+    dict(cin=64, cout=4, k=3, stride=1, padding=1, dilation=1, groups=1, block=64, s=3, hw=(5, 6)),
 ]
 
 
@@ -49,6 +51,41 @@ def test_fast_deconv_matches_float64_reference(g):
         np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
         expected = 0.1 * deconv + 0.9 * np.eye(len(deconv))
         np.testing.assert_allclose(layer.running_deconv[grp].numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def _reference_output(g, x, weight, bias):
+    return reference.fast_deconv(
+        x, weight, bias, stride=_pair(g["stride"]), padding=_pair(g["padding"]), dilation=_pair(g["dilation"]),
+        groups=g["groups"], block=g["block"], sampling_stride=g["s"], eps=1e-5, n_iter=5,
+    )[0]
+
+
+@pytest.mark.parametrize("g", [GEOMETRIES[i] for i in (1, 6, 7, 8, 9)], ids=["b2", "grouped", "depthwise", "fewer_rows", "f576"])
+def test_fast_deconv_gradients_match_float64_reference(g):
+    # Directional derivatives of the reference (central differences, float64) against the
+    # layer's input and weight gradients: patches, covariance, Newton-Schulz and fold backward.
+    gen = torch.Generator().manual_seed(3)
+    layer = ndeconv.FastDeconv(
+        g["cin"], g["cout"], g["k"], stride=g["stride"], padding=g["padding"], dilation=g["dilation"],
+        groups=g["groups"], block=g["block"], sampling_stride=g["s"], n_iter=5, dtype=torch.float64,
+    )
+    x = (torch.randn(2, g["cin"], *g["hw"], dtype=torch.float64, generator=gen) * 2 + 0.5).requires_grad_()
+    y = layer(x)
+    grad_out = torch.randn(y.shape, dtype=torch.float64, generator=gen)
+    y.backward(grad_out)
+    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    h = 1e-5
+    for name, grad, point in (("input", x.grad, x.detach().numpy()), ("weight", layer.weight.grad, w)):
+        direction = torch.randn(point.shape, dtype=torch.float64, generator=gen).numpy()
+
+        def value(t):
+            moved = point + t * direction
+            out = _reference_output(g, moved, w, b) if name == "input" else _reference_output(g, x.detach().numpy(), moved, b)
+            return float((out * grad_out.numpy()).sum())
+
+        expected = (value(h) - value(-h)) / (2 * h)
+        got = float((grad.numpy() * direction).sum())
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), name
 
 
 def test_delinear_matches_float64_reference():
