@@ -30,6 +30,23 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _assert_running_estimates(layer, stats):
+    """Running estimates after one step: momentum * batch statistics + (1 - momentum) * initial."""
+    for grp, (mu, deconv) in enumerate(stats):
+        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
+        expected = 0.1 * deconv + 0.9 * np.eye(len(deconv))
+        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def _assert_fuses_to(layer, plain, x):
+    """In eval, ``fused()`` is a ``plain`` layer computing the same output."""
+    layer.eval()
+    fused = layer.fused()
+    assert type(fused) is plain
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), layer(x))
+
+
 @pytest.mark.parametrize("g", GEOMETRIES, ids=lambda g: f"k{g['k']}s{g['stride']}d{g['dilation']}g{g['groups']}b{g['block']}")
 def test_fast_deconv_matches_float64_reference(g):
     layer = ndeconv.FastDeconv(
@@ -46,11 +63,7 @@ def test_fast_deconv_matches_float64_reference(g):
         sampling_stride=g["s"], eps=1e-5, n_iter=5,
     )
     np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
-    # Running estimates after one step: momentum * batch statistics + (1 - momentum) * initial.
-    for grp, (mu, deconv) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        expected = 0.1 * deconv + 0.9 * np.eye(len(deconv))
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), expected, rtol=1e-6, atol=1e-9)
+    _assert_running_estimates(layer, stats)
 
 
 def _reference_output(g, x, weight, bias):
@@ -370,15 +383,8 @@ def test_fast_deconv_same_matches_the_reference_on_the_tf_same_padded_input(stri
     ref, stats = reference.fast_deconv(padded, layer.weight.detach().numpy(), layer.bias.detach().numpy(),
                                        stride=(stride, stride), block=3, sampling_stride=2, eps=1e-5, n_iter=5)
     np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
-    for grp, (mu, deconv) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
-                                   rtol=1e-6, atol=1e-9)
-    layer.eval()
-    fused = layer.fused()
-    assert type(fused) is Conv2dSame
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), layer(x))
+    _assert_running_estimates(layer, stats)
+    _assert_fuses_to(layer, Conv2dSame, x)
 
 
 @pytest.mark.parametrize("k, stride, padding, dilation, groups, block", [
@@ -398,17 +404,10 @@ def test_fast_deconv1d_matches_the_reference_on_the_signal_as_a_one_row_image(k,
         stride=(1, stride), padding=(0, padding), dilation=(1, dilation), groups=groups, block=block,
         sampling_stride=2, eps=1e-5, n_iter=5)
     np.testing.assert_allclose(y.detach().numpy(), ref[:, :, 0, :], rtol=1e-6, atol=1e-6 * np.abs(ref).max())
-    for grp, (mu, deconv) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
-                                   rtol=1e-6, atol=1e-9)
+    _assert_running_estimates(layer, stats)
     y.square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    layer.eval()
-    fused = layer.fused()
-    assert type(fused) is torch.nn.Conv1d
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), layer(x))
+    _assert_fuses_to(layer, torch.nn.Conv1d, x)
 
 
 @pytest.mark.parametrize("k, stride, padding, dilation, groups, block, s", [
@@ -428,15 +427,8 @@ def test_fast_deconv3d_matches_the_float64_reference(k, stride, padding, dilatio
         x.detach().numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), stride=triple(stride),
         padding=triple(padding), dilation=triple(dilation), groups=groups, block=block, sampling_stride=s)
     np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
-    for grp, (mu, deconv) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
-                                   rtol=1e-6, atol=1e-9)
-    layer.eval()
-    fused = layer.fused()
-    assert type(fused) is torch.nn.Conv3d
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), layer(x))
+    _assert_running_estimates(layer, stats)
+    _assert_fuses_to(layer, torch.nn.Conv3d, x)
 
 
 @pytest.mark.parametrize("k, stride, padding, output_padding, dilation, groups, block, s", [
@@ -460,15 +452,8 @@ def test_fast_deconv_transpose2d_matches_the_float64_reference(k, stride, paddin
         block=block, sampling_stride=s)
     assert y.shape == ref.shape
     np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
-    for grp, (mu, deconv) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
-                                   rtol=1e-6, atol=1e-9)
-    layer.eval()
-    fused = layer.fused()
-    assert type(fused) is torch.nn.ConvTranspose2d
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), layer(x))
+    _assert_running_estimates(layer, stats)
+    _assert_fuses_to(layer, torch.nn.ConvTranspose2d, x)
 
 
 GRADCHECK_LAYERS = {

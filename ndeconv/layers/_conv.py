@@ -101,3 +101,38 @@ class ConvDeconvMixin:
             f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}, "
             f"{self._whitening_extra_repr()}"
         )
+
+
+class DirectConvDeconvMixin(ConvDeconvMixin):
+    """:class:`ConvDeconvMixin` for the direct ``Conv1d``/``Conv2d``/``Conv3d``, which share one argument order."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        block: int = 64,
+        sampling_stride: int = 3,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        freeze_iter: int | None = None,
+        stats_grad: bool = True,
+        max_samples: int | None = None,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """The direct conv's arguments (1-, 2- or 3-d, as the ``torch.nn`` class it subclasses), then
+        the deconvolution's (see :class:`~ndeconv.layers._whitening.WhiteningState`)."""
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+            device=device, dtype=dtype,
+        )
+        self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
+                          device, dtype)
