@@ -146,7 +146,8 @@ def summary_table(run_dir: Path, results: dict) -> Table:
     """The one-row table printed after a run."""
     table = Table(title=f"{results['recipe']}: {results['model']} ({results['norm']})")
     score = results.get("score", "accuracy")
-    columns = {score: f"{results[score]:.4f}", "epochs": str(results["epochs"]),
+    length = f"{results['steps']} steps" if results.get("budget") is not None else str(results["epochs"])
+    columns = {score: f"{results[score]:.4f}", "epochs": length,
                "seconds": f"{results['seconds']:.1f}", "params (M)": f"{results['params'] / 1e6:.3f}",
                "precision": results["precision"], "processes": str(results["world_size"])}
     for name in columns:
@@ -163,6 +164,8 @@ def train_cmd(
     model: Optional[str] = typer.Option(None, help="timm model name (model.name)."),
     norm: Optional[str] = typer.Option(None, help="bn or deconv (model.norm)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (train.epochs)."),
+    budget: Optional[str] = typer.Option(None, help="Training time instead of epochs: 90s, 10m, 1h (train.budget; "
+                                                    "validation not counted)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (optim.lr)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process (train.batch_size)."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
@@ -190,12 +193,17 @@ def train_cmd(
 
     _quiet_datasets(quiet)
     if resume is None:
-        r = load_recipe(recipe, *_overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
-                                            log_with, set_))
+        if budget is not None and epochs is not None:
+            raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
+        overrides, sources = _overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
+                                        log_with, set_)
+        if budget is not None:
+            overrides, sources = {"train.budget": budget, **overrides}, {"train.budget": "--budget", **sources}
+        r = load_recipe(recipe, overrides, sources)
         run_dir = check_writable(out or default_run_dir(r), directory=True)
     else:
         given = {"a recipe": recipe != DEFAULT_RECIPE, "--model": model, "--norm": norm, "--epochs": epochs,
-                 "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data, "--out": out,
+                 "--budget": budget, "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data, "--out": out,
                  "--limit-train": limit_train, "--seed": seed, "--log-with": log_with, "--set": set_}
         extra = [name for name, value in given.items() if value not in (None, False, [])]
         if extra:
@@ -245,6 +253,8 @@ def compare_cmd(
     models: Optional[str] = typer.Option(None, help="Comma-separated timm models (default: the recipe's)."),
     epochs: Optional[str] = typer.Option(None, help="Comma-separated epoch budgets, e.g. 1,20 "
                                          "(default: the recipe's)."),
+    budget: Optional[str] = typer.Option(None, help="Comma-separated training-time budgets, e.g. 90s,3m,10m: "
+                                         "every cell also trains for that long (an equal-time comparison)."),
     norms: str = typer.Option("bn,deconv", help="Comma-separated norms to train: bn, deconv."),
     grid: list[str] = typer.Option([], "--grid", help="Train every value of a recipe key: --grid optim.lr=0.1,0.03 "
                                    "(repeatable; every combination is a cell)."),
@@ -259,7 +269,7 @@ def compare_cmd(
     seed); write the paper's Table 1 and, with --grid, the best setting per model and norm."""
     import timm
 
-    from .compare import parse_grid, rich_table, run_comparison, write_outputs
+    from .compare import equal_time_table, parse_grid, rich_table, run_comparison, write_outputs
     from .errors import RecipeError
     from .recipe import load_recipe
 
@@ -270,18 +280,26 @@ def compare_cmd(
     unknown = [m for m in names if not timm.is_model(m) and not (torchvision_ok and m.startswith("torchvision:"))]
     if unknown:
         raise RecipeError(f"--models: unknown timm model '{unknown[0]}'")
-    budgets = _csv_list(epochs, "--epochs", int) if epochs else [r.train.epochs]
+    time_budgets = _csv_list(budget, "--budget") if budget else []
+    if epochs:
+        budgets = _csv_list(epochs, "--epochs", int)
+    else:  # the recipe's own length, unless the comparison is by time only
+        budgets = [] if time_budgets else [r.train.epochs] if r.train.epochs is not None else []
     if any(b < 1 for b in budgets):
         raise RecipeError(f"--epochs {epochs}: budgets must be positive")
+    if not budgets and not time_budgets:
+        raise RecipeError("compare: the recipe has no epoch count; give --epochs or --budget")
     seed_list = _csv_list(seeds, "--seeds", int) if seeds else None
     out = out or Path("runs") / f"compare-{r.name}"
     cells = run_comparison(r, names, budgets, out, console=err_console, progress=not quiet, grid=parse_grid(grid),
-                           seeds=seed_list, norms=_csv_list(norms, "--norms"))
+                           seeds=seed_list, norms=_csv_list(norms, "--norms"), time_budgets=time_budgets)
     subset = f", {r.train.limit_train} training images" if r.train.limit_train else ""
     title = f"{r.name}: BN vs network deconvolution (ND){subset}"
     rows = write_outputs(cells, budgets, out, title, seeds=seed_list)
     if rows:
         console.print(rich_table(rows, budgets, title))
+    if time_budgets:
+        console.print(equal_time_table(cells, title))
     console.print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'curves.png'}", highlight=False)
 
 

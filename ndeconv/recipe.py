@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from .rules import DeconvConfig
 __all__ = [
     "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
     "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes", "HEADLINE",
+    "LENGTH_KEYS", "parse_budget", "budget_label",
 ]
 
 Norm = Literal["bn", "deconv"]
@@ -102,10 +105,19 @@ class OptimSpec:
 @dataclass
 class TrainSpec:
     """Length, batch size, precision and seed of a run, and the experiment trackers it logs to
-    (``log_with``: Accelerate tracker names such as ``tensorboard``, ``trackio``, ``wandb``)."""
+    (``log_with``: Accelerate tracker names such as ``tensorboard``, ``trackio``, ``wandb``).
 
-    epochs: int
+    A run's length is ``epochs``, or a time ``budget`` of training seconds (``90s``, ``10m``,
+    ``1h``; validation not counted), or a number of optimizer ``steps``. A budgeted run times its
+    first steps and fixes ``steps`` (and the measured ``step_seconds``) before training, so it can
+    be resumed or repeated exactly; the schedule spans exactly those steps.
+    """
+
     batch_size: int
+    epochs: int | None = None
+    budget: str | float | None = None
+    steps: int | None = None
+    step_seconds: float | None = None
     precision: Precision = "fp32"
     seed: int = 0
     limit_train: int | None = None
@@ -142,6 +154,35 @@ class Recipe:
         _check_values(self)
 
 
+#: The keys of ``train`` that set a run's length; setting one by override clears the others.
+LENGTH_KEYS = ("epochs", "budget", "steps")
+
+_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|sec|m|min|h)?\s*$")
+
+
+def parse_budget(value: str | float, where: str = "train.budget") -> float:
+    """Seconds of a time budget: ``90s``, ``1.5m``, ``10m``, ``1h``, or a plain number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if str(value).strip().startswith("-"):
+            raise RecipeError(f"{where} must be > 0, got {value!r}")
+        if match is None:
+            raise RecipeError(f"{where}: expected a duration such as 90s, 10m or 1h, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise RecipeError(f"{where} must be > 0, got {value!r}")
+    return seconds
+
+
+def budget_label(value: str | float) -> str:
+    """A budget as written in run names and tables: ``90s``, ``10m``, ``1h`` (a plain number gets ``s``)."""
+    text = str(value).strip().replace(" ", "")
+    return text if text[-1:].isalpha() else f"{text}s"
+
+
 #: The metric a task is judged by: its key in metrics.csv / results.json, and how tables name it.
 HEADLINE = {"classification": ("accuracy", "accuracy"), "segmentation": ("miou", "mean IoU")}
 
@@ -169,7 +210,7 @@ def _check_values(r: Recipe) -> None:
     _positive("model.deconv.max_samples", r.model.deconv.max_samples)
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
-    _positive("train.epochs", r.train.epochs)
+    _check_length(r.train)
     _positive("train.batch_size", r.train.batch_size)
     _positive("train.limit_train", r.train.limit_train)
     _positive("augment.crop_padding", r.augment.crop_padding, allow_zero=True)
@@ -182,6 +223,22 @@ def _check_values(r: Recipe) -> None:
     kind = {"digits": "classification", "digit_canvas": "segmentation"}.get(d.builtin or "", r.task)
     if kind != r.task:
         raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
+
+
+def _check_length(t: TrainSpec) -> None:
+    """Exactly one way of giving the run's length: ``epochs``, ``budget`` (optionally with the
+    ``steps`` it was calibrated to) or ``steps``."""
+    _positive("train.epochs", t.epochs)
+    _positive("train.steps", t.steps)
+    _positive("train.step_seconds", t.step_seconds)
+    if t.budget is not None:
+        parse_budget(t.budget)
+        if t.epochs is not None:
+            raise RecipeError("train.epochs and train.budget are exclusive: give one of them")
+    elif t.epochs is not None and t.steps is not None:
+        raise RecipeError("train.epochs and train.steps are exclusive: give one of them")
+    elif t.epochs is None and t.steps is None:
+        raise RecipeError("train needs a length: epochs, budget or steps")
 
 
 # --- typed parsing ---------------------------------------------------------------------------
@@ -311,6 +368,10 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
         except yaml.YAMLError:
             pass
     node[parts[-1]] = value
+    if parts[:-1] == ["train"] and parts[-1] in LENGTH_KEYS and value is not None:
+        for other in (*LENGTH_KEYS, "step_seconds"):  # a new length replaces the recipe's (epochs by budget, ...)
+            if other != parts[-1]:
+                node[other] = None
     return parse_recipe(raw, source)
 
 

@@ -49,7 +49,7 @@ def _base():
     (lambda r: r["model"]["deconv"].update(block="big"), "model.deconv.block must be an integer"),
     (lambda r: r["data"].update(mean=[0.1, 0.2]), "data.mean has 2 values, data.channels is 1"),
     (lambda r: r["data"].update(mean="0.5"), "data.mean must be a list of numbers"),
-    (lambda r: r["train"].pop("epochs"), "missing required key 'train.epochs'"),
+    (lambda r: r["train"].pop("epochs"), "train needs a length: epochs, budget or steps"),
     (lambda r: r.pop("model"), "missing required key 'model'"),
     (lambda r: r["optim"].update(lr=-1), "optim.lr must be > 0, got -1"),
     (lambda r: r["augment"].update(scale=[0.9, 0.1]), "augment.scale must be [min, max]"),

@@ -17,6 +17,7 @@ from ndeconv.data import make_dataloaders
 from ndeconv.launch import accelerate_command
 from ndeconv.recipe import load_recipe
 from ndeconv.train import build_learner, build_model, fit_recipe, make_accelerator, read_metrics
+from runstate import assert_identical as _assert_identical, run_state as _run_state
 
 ROOT = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "ndeconv"]
@@ -146,31 +147,6 @@ def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     raise AssertionError("the run never finished its first epoch")
-
-
-def _run_state(run_dir: Path) -> dict:
-    """Everything a finished run leaves that must not depend on an interruption: weights and
-    running estimates, the optimizer state of the last checkpoint, and the metrics (seconds aside)."""
-    ckpt = torch.load(run_dir / "checkpoint.pth", weights_only=False)
-    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir / "metrics.csv")]
-    return {"weights": load_file(run_dir / "model.safetensors"), "model": ckpt["model"], "opt": ckpt["opt"],
-            "rows": rows}
-
-
-def _assert_identical(a, b, where="") -> None:
-    """Bit-for-bit equality of nested checkpoint structures."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_identical(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
 
 
 @pytest.fixture(scope="module")

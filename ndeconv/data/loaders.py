@@ -48,11 +48,15 @@ class ShardedDL(DataLoader):
         idxs += idxs[: per * self.world - len(idxs)]
         return idxs[self.rank:: self.world]
 
-    def __len__(self) -> int:
-        if self.world == 1:
+    def batches_per_process(self, world: int) -> int:
+        """Batches each of ``world`` processes takes per epoch (the length of one shard)."""
+        if world == 1:
             return super().__len__()
-        per = -(-self.n // self.world)
+        per = -(-self.n // world)
         return per // self.bs + (0 if self.drop_last or per % self.bs == 0 else 1)
+
+    def __len__(self) -> int:
+        return self.batches_per_process(self.world)
 
 
 class TensorImageDL(ShardedDL):

@@ -114,7 +114,9 @@ def epoch_stats(recorder) -> dict[str, float]:
 
 
 class RunDirCallback(Callback):
-    """Write ``metrics.csv`` (a row per epoch) and ``checkpoint.pth`` after every epoch, atomically.
+    """Write ``metrics.csv`` (a row per epoch: losses, metrics, the epoch's ``seconds`` and the
+    ``train_seconds`` of its training part, validation left out) and ``checkpoint.pth`` after
+    every epoch, atomically.
 
     Only the main process writes. Epochs skipped on resume are not logged again: the rows of
     the earlier run are kept and the new ones appended. ``smooth_loss`` (``(val, count)`` from
@@ -138,6 +140,11 @@ class RunDirCallback(Callback):
 
     def before_train(self) -> None:
         self._trained = True
+        self._train_start = time.perf_counter()
+
+    def after_train(self) -> None:
+        if self._trained:
+            self._train_seconds = time.perf_counter() - self._train_start
 
     def after_epoch(self) -> None:
         # epochs skipped on resume end here without before_epoch/before_train having run
@@ -146,6 +153,7 @@ class RunDirCallback(Callback):
             return
         row = {"epoch": self.epoch + 1, **epoch_stats(self.recorder)}
         row["seconds"] = round(time.perf_counter() - self._start, 3)
+        row["train_seconds"] = round(self._train_seconds, 3)
         self.rows.append(row)
         if self.is_main:  # checkpoint first: a metrics row always has its checkpoint, even after a kill
             save_checkpoint(self.learn, self.run_dir / CHECKPOINT, self.epoch + 1)

@@ -63,6 +63,9 @@ def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
                ["training seconds", f"{results['seconds']:.1f} ({results['world_size']} process(es), "
                                     f"{results['device']}, {results['precision']})"],
                ["parameters", f"{results['params']:,}"]]
+    if results.get("budget") is not None:
+        summary.insert(4, ["time budget", f"{results['budget']}: {results['steps']} optimizer steps at "
+                                          f"{results['step_seconds']:.4f} s measured"])
     if "top5" in results:
         summary.insert(1, ["top-5 accuracy", f"{100 * results['top5']:.2f}%"])
     if "pixel_accuracy" in results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import partial
 
 import timm
@@ -24,10 +25,11 @@ from ..init import initialize
 from ..recipe import Recipe
 from ..segmentation.metrics import MeanIoU, PixelAccuracy
 from ..segmentation.models import create_segmentation_model
+from .budget import StepLimit
 from .callbacks import AcceleratorCallback
 from .tracking import check_trackers
 
-__all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "fit_recipe", "top5"]
+__all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "run_epochs", "fit_recipe", "top5"]
 
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -113,13 +115,23 @@ def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerato
     return learn
 
 
+def run_epochs(learn: Learner, recipe: Recipe) -> int:
+    """Epochs the run spans: ``train.epochs``, or enough for ``train.steps`` (the last one partial)."""
+    if recipe.train.steps is None:
+        return recipe.train.epochs
+    world = learn.accelerator.accelerator.num_processes if hasattr(learn, "accelerator") else 1
+    return math.ceil(recipe.train.steps / learn.dls.train.batches_per_process(world))
+
+
 def fit_recipe(learn: Learner, recipe: Recipe, start_epoch: int = 0) -> None:
-    """Train for ``train.epochs`` with the recipe's per-iteration schedule, from ``start_epoch``."""
-    o, epochs = recipe.optim, recipe.train.epochs
+    """Train with the recipe's per-iteration schedule, from ``start_epoch``: for ``train.epochs``,
+    or over exactly ``train.steps`` optimizer steps (a budgeted run's calibrated count)."""
+    o, epochs = recipe.optim, run_epochs(learn, recipe)
+    cbs = [] if recipe.train.steps is None else [StepLimit(recipe.train.steps)]
     if o.schedule == "one_cycle":
-        learn.fit_one_cycle(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch)
+        learn.fit_one_cycle(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch, cbs=cbs)
     elif o.schedule == "cosine":
-        learn.fit(epochs, o.lr, wd=o.weight_decay, cbs=ParamScheduler({"lr": SchedCos(o.lr, 0.0)}),
+        learn.fit(epochs, o.lr, wd=o.weight_decay, cbs=[ParamScheduler({"lr": SchedCos(o.lr, 0.0)}), *cbs],
                   start_epoch=start_epoch)
     else:
-        learn.fit(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch)
+        learn.fit(epochs, o.lr, wd=o.weight_decay, start_epoch=start_epoch, cbs=cbs)

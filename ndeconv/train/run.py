@@ -8,6 +8,7 @@ last: its presence marks a complete run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from datetime import datetime
@@ -23,7 +24,8 @@ from .. import __version__
 from ..data import load_splits, make_dataloaders
 from ..errors import RecipeError, RunDirError
 from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
-from ..recipe import HEADLINE, Recipe, parse_recipe, recipe_to_dict
+from ..recipe import HEADLINE, Recipe, parse_budget, parse_recipe, recipe_to_dict
+from .budget import calibrate
 from ..segmentation.loaders import load_segmentation_splits, make_segmentation_dataloaders
 from .callbacks import RichProgressCallback, RunDirCallback
 from .card import CARD, model_card
@@ -81,9 +83,14 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     if resuming:
         start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
         run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
-    elif is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
+    else:
+        if recipe.train.budget is not None and recipe.train.steps is None:
+            steps, step_seconds = calibrate(learn, parse_budget(recipe.train.budget))
+            recipe = dataclasses.replace(recipe, train=dataclasses.replace(
+                recipe.train, steps=steps, step_seconds=round(step_seconds, 6)))
+        if is_main:  # the calibrated steps are part of the recipe: a resume takes exactly these
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
     accelerator.wait_for_everyone()
     try:
         fit_recipe(learn, recipe, start_epoch)
@@ -93,12 +100,16 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     accelerator.wait_for_everyone()
     last = run_cb.rows[-1]
     score = HEADLINE[recipe.task][0]
-    metrics = {k: v for k, v in last.items() if k not in ("epoch", "train_loss", "valid_loss", "seconds")}
+    metrics = {k: v for k, v in last.items()
+               if k not in ("epoch", "train_loss", "valid_loss", "seconds", "train_seconds")}
     results = {
         "recipe": recipe.name, "model": recipe.model.name, "norm": recipe.model.norm, "task": recipe.task,
-        "score": score, "epochs": recipe.train.epochs, **metrics, "valid_loss": last["valid_loss"],
+        "score": score, "epochs": len(run_cb.rows), **metrics, "valid_loss": last["valid_loss"],
         "train_loss": last["train_loss"], f"best_{score}": max(r[score] for r in run_cb.rows),
-        "seconds": round(sum(r["seconds"] for r in run_cb.rows), 3), "params": _num_params(learn.model),
+        "seconds": round(sum(r["seconds"] for r in run_cb.rows), 3),
+        "train_seconds": round(sum(r["train_seconds"] for r in run_cb.rows), 3),
+        "budget": recipe.train.budget, "steps": recipe.train.steps, "step_seconds": recipe.train.step_seconds,
+        "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
         "world_size": accelerator.num_processes, "precision": recipe.train.precision,
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),

@@ -1,0 +1,38 @@
+"""What a finished run leaves that must not depend on how it got there (interrupted, resumed,
+calibrated), and a bit-for-bit comparison of it."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ndeconv.train import read_metrics
+
+
+def run_state(run_dir: Path) -> dict:
+    """Everything a finished run leaves that must not depend on an interruption: weights and
+    running estimates, the optimizer state of the last checkpoint, and the metrics (seconds aside)."""
+    ckpt = torch.load(run_dir / "checkpoint.pth", weights_only=False)
+    rows = [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}
+            for r in read_metrics(run_dir / "metrics.csv")]
+    return {"weights": load_file(run_dir / "model.safetensors"), "model": ckpt["model"], "opt": ckpt["opt"],
+            "rows": rows}
+
+
+def assert_identical(a, b, where="") -> None:
+    """Bit-for-bit equality of nested checkpoint structures."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_identical(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
