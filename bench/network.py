@@ -1,18 +1,25 @@
 """Whole-network cost of deconvolution: BN vs ND train step and eval forward, and where ND's time goes.
 
-    python bench/network.py [--models vgg11_cifar,resnet18_cifar] [--batch 128] [--repeat 5]
-                            [--fast] [--breakdown vgg11_cifar] [--set model.deconv.n_iter=5]
+    python bench/network.py [--models vgg11_cifar,resnet18_cifar] [--batch-size 128,256,512]
+                            [--update-every 1,4,16] [--repeat 5] [--fast] [--breakdown vgg11_cifar]
+                            [--set model.deconv.n_iter=5]
 
-For each model, the bundled cifar10 recipe builds it twice (``model.norm`` bn and deconv, the
-paper's defaults, PyTorch's init); one training step (forward, cross-entropy, backward, SGD
-with momentum) and one eval forward of each are timed, interleaved so machine noise hits both
-alike, and the medians, the ND/BN ratios and the memory each needs are printed. Memory on CPU is
+For each model and batch size, the bundled cifar10 recipe builds it with BN and with
+deconvolution (the paper's defaults, PyTorch's init), once per ``--update-every`` k (statistics
+recomputed on every k-th step, ``model.deconv.update_every``); one training step (forward,
+cross-entropy, backward, SGD with momentum) and one eval forward of each are timed, interleaved
+so machine noise hits all alike, and the medians, the ND/BN ratios and the memory each needs are
+printed. A k > 1 model is timed over whole k-step cycles (k steps a sample, divided by k): its
+mean step, cheap and full steps in their proportion. Memory on CPU is
 what the step keeps for backward (tensors saved by autograd, counted once per storage) plus
 parameters and gradients; on CUDA it is the peak allocated. ``--fast`` adds the documented
 fast options (``model.deconv.stats_grad: false``, ``max_samples: 2048``). The per-layer breakdown times each
 deconvolution layer's parts on the inputs that layer really sees: gathering patches, mean and
 covariance, Newton-Schulz, folding into the weight, and the convolution itself, forward and
-backward (backward = forward+backward minus forward). Run it on a quiet machine.
+backward (backward = forward+backward minus forward), and for each k what a step costs on
+average: statistics (patches, covariance, Newton-Schulz, with their backward) once per k steps,
+the fold and the convolution every step (the fold's backward to ``D`` only on update steps).
+Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -111,7 +118,8 @@ def layer_inputs(model: nn.Module, x: Tensor) -> list[tuple[str, nn.Module, Tens
 
 
 def layer_parts(layer: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor]]:
-    """The stages of a training forward of ``layer`` on ``x``, each a closure on fresh leaf inputs."""
+    """The stages of a training forward of ``layer`` on ``x``, each a closure on fresh leaf inputs
+    (``fold weight only``: the fold of a reuse step, whose ``D`` and mean are constants)."""
     if isinstance(layer, FastDeconv):
         def samples_of(inp: Tensor) -> Tensor:
             return DF.conv_patch_samples(inp, layer.kernel_size, block=layer.block, groups=layer.groups,
@@ -147,6 +155,7 @@ def layer_parts(layer: nn.Module, x: Tensor) -> dict[str, Callable[[], Tensor]]:
         "covariance": lambda: torch.cat([t.flatten() for t in DF.whitening_stats(leaf(samples), layer.eps)]),
         "newton-schulz": lambda: DF.isqrt_newton_schulz(leaf(cov), layer.n_iter),
         "fold": lambda: torch.cat([t.flatten() for t in fold(leaf(mean), leaf(deconv))]),
+        "fold weight only": lambda: torch.cat([t.flatten() for t in fold(mean, deconv)]),
         "conv": lambda: apply(leaf(x), leaf(weight), leaf(bias)),
     }
 
@@ -178,13 +187,17 @@ def describe(layer: nn.Module, x: Tensor) -> str:
     return f"linear {layer.in_features}->{layer.out_features} f={f}"
 
 
-def breakdown(model: nn.Module, x: Tensor, repeat: int, sync: Callable[[], None]) -> None:
+def breakdown(model: nn.Module, x: Tensor, repeat: int, sync: Callable[[], None], update_every: list[int]) -> None:
     parts = ["patches", "covariance", "newton-schulz", "fold", "conv"]
     print(f"\nper-layer breakdown (ms, forward / backward), batch {x.shape[0]}:")
     print(f"{'layer':<28s} {'shape':<34s} " + " ".join(f"{p:>15s}" for p in parts) + f" {'total':>8s}")
     totals = {p: [0.0, 0.0] for p in parts}
+    fold_weight_only = 0.0  # the fold's backward when D is a constant (a reuse step): the weight's gradient
     for name, layer, inp in layer_inputs(model, x):
-        timed = time_parts(layer_parts(layer, inp), repeat, sync)
+        stages = layer_parts(layer, inp)
+        reuse_fold = stages.pop("fold weight only")
+        timed = time_parts(stages, repeat, sync)
+        fold_weight_only += time_parts({"fold": reuse_fold}, repeat, sync)["fold"][1]
         cells = []
         for p in parts:
             fwd, bwd = timed[p]
@@ -197,12 +210,31 @@ def breakdown(model: nn.Module, x: Tensor, repeat: int, sync: Callable[[], None]
     cells = [f"{f * 1e3:7.1f}/{b * 1e3:<7.1f}" for f, b in totals.values()]
     print(f"{'all layers':<28s} {'':<34s} " + " ".join(f"{c:>15s}" for c in cells)
           + f" {sum(f + b for f, b in totals.values()) * 1e3:8.1f}")
+    stats = sum(sum(totals[p]) for p in ("patches", "covariance", "newton-schulz"))
+    fold_full, fold_reuse = sum(totals["fold"]), totals["fold"][0] + fold_weight_only
+    conv = sum(totals["conv"])
+    print("\nmean cost of the deconvolution layers per step (ms), statistics recomputed every k-th step:")
+    print(f"{'k':>4s} {'statistics':>11s} {'fold':>8s} {'conv':>8s} {'total':>8s}")
+    for k in update_every:
+        fold = (fold_full + (k - 1) * fold_reuse) / k
+        total = stats / k + fold + conv
+        print(f"{k:>4d} {stats / k * 1e3:11.1f} {fold * 1e3:8.1f} {conv * 1e3:8.1f} {total * 1e3:8.1f}")
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def _cycles(step: Callable[[], None], k: int) -> Callable[[], None]:
+    """``k`` consecutive steps as one timed sample (a whole update cycle)."""
+    return lambda: [step() for _ in range(k)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg11_cifar,resnet18_cifar")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch-size", "--batch", default="128", help="comma-separated batch sizes")
+    parser.add_argument("--update-every", default="1", help="comma-separated k of model.deconv.update_every")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--fast", action="store_true", help="also time the fast options " + str(FAST))
     parser.add_argument("--breakdown", default="vgg11_cifar", help="model for the per-layer breakdown ('' for none)")
@@ -212,24 +244,34 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     overrides = dict(item.split("=", 1) for item in args.set)
-    print(f"device={dev} threads={torch.get_num_threads()} batch={args.batch} torch={torch.__version__} "
-          f"ndeconv={ndeconv.__version__} overrides={overrides or 'none'}")
-    header = f"{'model':<18s} {'variant':<9s} {'train ms':>9s} {'ratio':>6s} {'eval ms':>8s} {'ratio':>6s} {'memory MB':>10s}"
+    batches, ks = _csv_ints(args.batch_size), _csv_ints(args.update_every)
+    print(f"device={dev} threads={torch.get_num_threads()} batch sizes={batches} update_every={ks} "
+          f"torch={torch.__version__} ndeconv={ndeconv.__version__} overrides={overrides or 'none'}")
+    header = (f"{'model':<18s} {'batch':>5s} {'variant':<10s} {'train ms':>9s} {'ratio':>6s} {'eval ms':>8s} "
+              f"{'ratio':>6s} {'memory MB':>10s}")
     print(header)
     for name in [m for m in args.models.split(",") if m]:
-        torch.manual_seed(0)
-        x = torch.randn(args.batch, 3, 32, 32, device=dev)
-        y = torch.randint(0, 10, (args.batch,), device=dev)
-        models = {"BN": build(name, "bn", overrides, dev), "ND": build(name, "deconv", overrides, dev)}
-        if args.fast:
-            models["ND fast"] = build(name, "deconv", {**overrides, **FAST}, dev)
-        steps = paired_median_seconds([train_step(m, x, y, sync) for m in models.values()], args.repeat)
-        evals = paired_median_seconds([eval_forward(m, x, sync) for m in models.values()], args.repeat)
-        for (variant, model), step, ev in zip(models.items(), steps, evals):
-            print(f"{name:<18s} {variant:<9s} {step * 1e3:9.0f} {step / steps[0]:6.2f} {ev * 1e3:8.0f} "
-                  f"{ev / evals[0]:6.2f} {train_memory_mb(model, x, y):10.0f}")
-        if name == args.breakdown:
-            breakdown(models["ND"], x, args.repeat, sync)
+        for batch in batches:
+            torch.manual_seed(0)
+            x = torch.randn(batch, 3, 32, 32, device=dev)
+            y = torch.randint(0, 10, (batch,), device=dev)
+            models = {"BN": (build(name, "bn", overrides, dev), 1)}
+            for k in ks:
+                label = "ND" if k == 1 else f"ND k={k}"
+                models[label] = (build(name, "deconv", {**overrides, "model.deconv.update_every": str(k)}, dev), k)
+            if args.fast:
+                models["ND fast"] = (build(name, "deconv", {**overrides, **FAST}, dev), 1)
+            samples = paired_median_seconds([_cycles(train_step(m, x, y, sync), k) for m, k in models.values()],
+                                            args.repeat)
+            steps = [t / k for t, (_, k) in zip(samples, models.values())]
+            evals = paired_median_seconds([eval_forward(m, x, sync) for m, _ in models.values()], args.repeat)
+            for (variant, (model, _)), step, ev in zip(models.items(), steps, evals):
+                print(f"{name:<18s} {batch:>5d} {variant:<10s} {step * 1e3:9.0f} {step / steps[0]:6.2f} "
+                      f"{ev * 1e3:8.0f} {ev / evals[0]:6.2f} {train_memory_mb(model, x, y):10.0f}")
+            if name == args.breakdown and batch == batches[0]:
+                nd = next(m for m, k in models.values() if k == 1) if 1 in ks else build(name, "deconv", overrides, dev)
+                breakdown(nd, x, args.repeat, sync, ks)
+            del models
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_RECIPE = "digits"
+MAX_ERROR = 2000  # characters of an error line
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -41,7 +42,11 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (NdeconvError, UnsupportedLayerError) as e:
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            line = " ".join(str(e).split())  # one line, whatever the message held
+            line = line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 3] + "..."
+            err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
@@ -105,12 +110,14 @@ def list_recipes() -> None:
     from .recipe import bundled_recipes, load_recipe
 
     table = Table(title="Bundled recipes")
-    for column in ("name", "dataset", "model", "norm", "epochs", "batch", "lr", "schedule"):
+    for column in ("name", "dataset", "model", "norm", "length", "batch", "lr", "schedule"):
         table.add_column(column, overflow="fold", no_wrap=column != "dataset")
     for name, path in bundled_recipes().items():
         r = load_recipe(path)
         source = r.data.builtin or r.data.hub_id or r.data.path
-        table.add_row(name, source, r.model.name, r.model.norm, str(r.train.epochs), str(r.train.batch_size),
+        t = r.train
+        length = f"{t.epochs} epochs" if t.epochs is not None else str(t.budget or f"{t.steps} steps")
+        table.add_row(name, source, r.model.name, r.model.norm, length, str(r.train.batch_size),
                       f"{r.optim.lr:g}", r.optim.schedule)
     console.print(table)
 
@@ -188,7 +195,7 @@ def train_cmd(
     from .train import resume as resume_run
     from .train import train
 
-    from .errors import RecipeError
+    from .errors import OutputError, RecipeError
     from .io import check_writable
 
     _quiet_datasets(quiet)
@@ -203,7 +210,8 @@ def train_cmd(
         run_dir = check_writable(out or default_run_dir(r), directory=True)
     else:
         given = {"a recipe": recipe != DEFAULT_RECIPE, "--model": model, "--norm": norm, "--epochs": epochs,
-                 "--budget": budget, "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data, "--out": out,
+                 "--budget": budget, "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data,
+                 "--out": out,
                  "--limit-train": limit_train, "--seed": seed, "--log-with": log_with, "--set": set_}
         extra = [name for name, value in given.items() if value not in (None, False, [])]
         if extra:
@@ -227,6 +235,13 @@ def train_cmd(
         err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
                           f"{run_dir}`", soft_wrap=True, highlight=False)
         raise typer.Exit(130) from None
+    except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
+        from .train.run import CONFIG
+
+        if not (run_dir / CONFIG).is_file():
+            raise
+        raise OutputError(f"{e}; once there is room, continue from the last finished epoch with "
+                          f"`ndeconv train --resume {run_dir}`") from None
     from .train.learner import process_state
 
     if process_state().is_main_process:

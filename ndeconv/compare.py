@@ -24,15 +24,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RecipeError, RunDirError
+from .errors import DivergedError, RecipeError, RunDirError
 from .io import atomic_write, write_text
-from .recipe import HEADLINE, Recipe, apply_override, budget_label, parse_budget, parse_recipe, recipe_to_dict
+from .recipe import HEADLINE, Recipe, apply_override, budget_label, parse_budget, recipe_to_dict
 from .train.checkpoint import METRICS, read_metrics
-from .train.run import CONFIG, resume, train
+from .train.run import CONFIG, load_run_recipe, resume, train
 
 __all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "equal_time_rows",
            "accuracy_curve", "time_to_accuracy_rows", "table_markdown", "table_csv", "equal_time_table", "plot_curves",
@@ -141,13 +140,19 @@ def _is_protocol(base: Recipe, variant: Recipe, setting: Setting) -> bool:
 def _run_one(recipe: Recipe, run_dir: Path, console: Console | None, progress: bool) -> dict:
     """Train ``recipe`` into ``run_dir``, reusing a finished run and resuming an interrupted one."""
     if (run_dir / CONFIG).is_file():
-        existing = parse_recipe(yaml.safe_load((run_dir / CONFIG).read_text()), str(run_dir / CONFIG))
+        existing = load_run_recipe(run_dir)
         if recipe.train.budget is not None and recipe.train.steps is None:  # the run's calibration is its own
             existing = replace(existing, train=replace(existing.train, steps=None, step_seconds=None))
         if existing != recipe:
             raise RunDirError(f"{run_dir}: holds a run with different settings; use another --out")
-        return resume(run_dir, console=console, progress=progress)[1]  # finished runs return their results
-    return train(recipe, run_dir, console=console, progress=progress)[1]
+    try:
+        if (run_dir / CONFIG).is_file():
+            return resume(run_dir, console=console, progress=progress)[1]  # finished runs return their results
+        return train(recipe, run_dir, console=console, progress=progress)[1]
+    except DivergedError as e:  # a result of the comparison: marked, never the best, and the others go on
+        if console is not None:
+            console.print(f"diverged: {e}", highlight=False, markup=False, soft_wrap=True)
+        return e.results
 
 
 def _plan(recipe: Recipe, models: list[str], lengths: list[int | str], out: Path, grid: dict[str, list[str]],
@@ -202,9 +207,21 @@ def _metric(cells: list[Cell]) -> tuple[str, str]:
     return key, dict(HEADLINE.values()).get(key, key)
 
 
-def _mean(cells: list[Cell], key: str) -> float:
-    """Mean of ``key`` over the cells' results; ``score`` is the headline metric."""
+def diverged(cells: list[Cell]) -> bool:
+    """Whether any of the cells (the seeds of one setting) diverged."""
+    return any(c.results.get("status") == "diverged" for c in cells)
+
+
+def _mean(cells: list[Cell], key: str) -> float | None:
+    """Mean of ``key`` over the cells' results (``score``: the headline metric); ``None`` when a
+    cell diverged."""
+    if key == "score" and diverged(cells):
+        return None
     return statistics.fmean(c.results[_metric([c])[0] if key == "score" else key] for c in cells)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
 
 
 def _groups(cells: list[Cell]) -> dict[tuple, list[Cell]]:
@@ -236,7 +253,7 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
         row = rows.setdefault(model, {"model": model})
         if norm == "deconv":
             row["params_M"] = round(group[0].results["params"] / 1e6, 2)
-        row[f"{LABEL[norm]}_{epochs}ep"] = round(100 * _mean(group, "score"), 2)
+        row[f"{LABEL[norm]}_{epochs}ep"] = _pct(_mean(group, "score"))
         row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(_mean(group, "seconds"), 1)
     columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in budgets for n in ("BN", "ND")] + \
         [f"{n}_{e}ep_seconds" for e in budgets for n in ("BN", "ND")]
@@ -247,7 +264,7 @@ def setting_rows(cells: list[Cell]) -> list[dict]:
     """Per model, norm, length (epochs, or time budget) and grid setting: mean accuracy (%), seconds
     (validation included), training seconds and optimizer steps over its seeds."""
     return [{"model": model, "norm": LABEL[norm], "epochs": length, "setting": group[0].label,
-             "protocol": group[0].protocol, "accuracy": round(100 * _mean(group, "score"), 2),
+             "protocol": group[0].protocol, "accuracy": _pct(_mean(group, "score")),
              "runs": len(group), "seconds": round(_mean(group, "seconds"), 1),
              "train_seconds": round(statistics.fmean(_train_seconds(c.results) for c in group), 1),
              "steps": round(statistics.fmean(c.results.get("steps") or 0 for c in group))}
@@ -261,7 +278,7 @@ def equal_time_rows(cells: list[Cell]) -> list[dict]:
     for r in setting_rows(_by_time(cells)):
         entry = rows.setdefault((r["model"], r["epochs"]), {"model": r["model"], "budget": r["epochs"]})
         norm = r["norm"]
-        if r["accuracy"] > entry.get(norm, -1.0):
+        if r["accuracy"] is not None and r["accuracy"] > entry.get(norm, -1.0):
             entry.update({norm: r["accuracy"], f"{norm}_setting": r["setting"],
                           f"{norm}_seconds": r["train_seconds"], f"{norm}_steps": r["steps"]})
     for entry in rows.values():
@@ -270,7 +287,10 @@ def equal_time_rows(cells: list[Cell]) -> list[dict]:
 
 
 def accuracy_curve(run_dir: Path, metric: str = "accuracy") -> list[tuple[float, float]]:
-    """``(training seconds so far, headline metric in %)`` at every validation of a run."""
+    """``(training seconds so far, headline metric in %)`` at every validation of a run (none for a
+    run that diverged in its first epoch)."""
+    if not (run_dir / METRICS).is_file():
+        return []
     rows = read_metrics(run_dir / METRICS)
     seconds = itertools.accumulate(r.get("train_seconds", r["seconds"]) for r in rows)
     return [(t, 100 * r[metric]) for t, r in zip(seconds, rows)]
@@ -293,7 +313,7 @@ def time_to_accuracy_rows(cells: list[Cell], levels: Sequence[float] | None = No
     for model in dict.fromkeys(c.model for c in cells):
         groups = {k: g for k, g in _groups(cells).items() if k[0] == model}
         curves = {id(c): accuracy_curve(c.run_dir, metric) for g in groups.values() for c in g}
-        top = max(acc for curve in curves.values() for _, acc in curve)
+        top = max((acc for curve in curves.values() for _, acc in curve), default=0.0)
         model_levels = levels or [10.0 * k for k in range(1, int(top // 10) + 1)][-5:]
         for level in model_levels:
             row: dict = {"model": model, "level": level}
@@ -319,12 +339,15 @@ def best_rows(cells: list[Cell]) -> list[dict]:
                                  "setting": ""})
         if row["protocol"]:
             entry["protocol"] = row["accuracy"]
-        if row["accuracy"] > entry["best"]:
+        if row["accuracy"] is not None and row["accuracy"] > entry["best"]:
             entry.update(best=row["accuracy"], setting=row["setting"])
     return list(best.values())
 
 
 def _fmt(value: Any) -> str:
+    """A table cell: accuracies with two decimals, ``None`` (a diverged run) as ``diverged``."""
+    if value is None:
+        return "diverged"
     return f"{value:.2f}" if isinstance(value, float) else (str(value) if value != "" else "-")
 
 
@@ -358,7 +381,7 @@ def _equal_time_lines(cells: list[Cell], label: str) -> list[str]:
               f"| model | norm | budget | setting | {label} | runs | training s | steps |",
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['norm']} | {r['epochs']} | {r['setting']}{' (protocol)' * r['protocol']} | "
-              f"{r['accuracy']:.2f} | {r['runs']} | {r['train_seconds']:.1f} | {r['steps']} |"
+              f"{_fmt(r['accuracy'])} | {r['runs']} | {r['train_seconds']:.1f} | {r['steps']} |"
               for r in setting_rows(_by_time(cells))]
     return lines + [""]
 
@@ -399,12 +422,13 @@ def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list
     if any(c.setting for c in by_epochs):
         lines += ["**Best setting of the grid** (the recipe's own setting is the paper's protocol)", "",
                   "| model | norm | epochs | protocol | best | best setting |", "|---|---|---|---|---|---|"]
-        lines += [f"| {b['model']} | {b['norm']} | {b['epochs']} | {_fmt(b['protocol'])} | {b['best']:.2f} | "
-                  f"{b['setting']} |" for b in best_rows(by_epochs)]
+        lines += [f"| {b['model']} | {b['norm']} | {b['epochs']} | {_fmt(b['protocol'])} | "
+                  f"{_fmt(b['best']) if b['setting'] else '-'} | {b['setting'] or 'every setting diverged'} |"
+                  for b in best_rows(by_epochs)]
         lines += ["", f"**Every setting** ({label} %, mean over its runs; training seconds per run)", "",
                   f"| model | norm | epochs | setting | {label} | runs | seconds |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['norm']} | {r['epochs']} | {r['setting']}{' (protocol)' * r['protocol']} | "
-                  f"{r['accuracy']:.2f} | {r['runs']} | {r['seconds']:.1f} |" for r in setting_rows(by_epochs)]
+                  f"{_fmt(r['accuracy'])} | {r['runs']} | {r['seconds']:.1f} |" for r in setting_rows(by_epochs)]
         lines.append("")
     if _by_time(cells or []):
         lines += _equal_time_lines(cells, label)
@@ -427,7 +451,7 @@ def table_csv(cells: list[Cell]) -> str:
         values = dict(c.setting)
         budget = [c.budget or "", c.results.get("steps") or "", round(_train_seconds(c.results), 1)] if timed else []
         writer.writerow([c.model, LABEL[c.norm], c.epochs, *budget, "" if c.seed is None else c.seed,
-                         *(values.get(k, "") for k in keys), int(c.protocol), round(100 * c.results[metric], 2),
+                         *(values.get(k, "") for k in keys), int(c.protocol), _fmt(_pct(c.results[metric])),
                          round(c.results["seconds"], 1), round(c.results["params"] / 1e6, 2), c.run_dir.name])
     return buf.getvalue()
 

@@ -89,6 +89,7 @@ def deconvolve(
     stats_grad: bool = True,
     max_samples: int | None = None,
     whiten_depthwise: bool = False,
+    update_every: int = 1,
     strict: bool = True,
 ) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
@@ -101,8 +102,9 @@ def deconvolve(
     :class:`Delinear`. The first conv gets ``stem_n_iter`` steps and freezes its estimate after
     ``stem_freeze_iter`` steps; left as ``None``, they come from the architecture's
     :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
-    freezing. ``stats_grad=False`` and ``max_samples`` are the layers' faster, non-default
-    options (see :class:`FastDeconv`). Depthwise convs stay plain convolutions (their norms are
+    freezing. ``stats_grad=False``, ``max_samples`` and ``update_every`` (recompute the statistics
+    on every k-th training step only) are the layers' faster, non-default options (see
+    :class:`FastDeconv`). Depthwise convs stay plain convolutions (their norms are
     removed all the same) unless ``whiten_depthwise=True``: whitening each channel's own
     neighbourhood on its own trains MobileNet/EfficientNet far worse. The rules come from the
     registry (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
@@ -117,10 +119,11 @@ def deconvolve(
     BN-tuned one, call :func:`ndeconv.reset_parameters` on the model first.
     """
     stem = stem_settings(model)
-    config = DeconvConfig(block, block_fc, sampling_stride, n_iter, eps,
-                          stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
-                          stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter,
-                          stats_grad, max_samples, whiten_depthwise)
+    config = DeconvConfig(block=block, block_fc=block_fc, sampling_stride=sampling_stride, n_iter=n_iter, eps=eps,
+                          stem_n_iter=stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
+                          stem_freeze_iter=stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter,
+                          stats_grad=stats_grad, max_samples=max_samples, whiten_depthwise=whiten_depthwise,
+                          update_every=update_every)
     report = ConversionReport()
     stem_path, classifier = _stem_path(model), _classifier_path(model)
 

@@ -25,3 +25,12 @@ class OutputError(NdeconvError, ValueError):
 
 class HubError(NdeconvError, OSError):
     """The Hugging Face hub cannot be reached, or has no such repository, or refused an upload."""
+
+
+class DivergedError(NdeconvError, ArithmeticError):
+    """Training diverged: a non-finite loss or weight. The run directory keeps its last finite
+    checkpoint and a ``results.json`` with ``"status": "diverged"`` (``results``)."""
+
+    def __init__(self, message: str, results: dict | None = None):
+        super().__init__(message)
+        self.results = results or {}

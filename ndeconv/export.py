@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_file
 from torch import nn
 
@@ -33,8 +34,11 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Recipe]:
     model = build_model(recipe)
     try:
         load_model(model, str(weights))
+    except (SafetensorError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RunDirError(f"{weights}: unreadable weights, truncated or damaged ({first})") from None
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
+        first = str(e).strip().splitlines()[0][:300]
         raise RunDirError(f"{weights}: does not match the model in {CONFIG} ({first})") from None
     return model.eval(), recipe
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,17 +20,49 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            raise _write_error(path, e) from None
         raise
     return path
+
+
+def _write_error(path: Path, error: BaseException):
+    """An :class:`~ndeconv.errors.OutputError` naming ``path`` and why the write failed: the OS
+    error, or (for writers that hide it) a full disk or a file-size limit found on inspection."""
+    import errno
+    import resource
+    import shutil
+
+    from .errors import OutputError
+
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+        if error.errno == errno.EFBIG:
+            reason += " (the file-size limit, ulimit -f)"
+    else:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 64 * 2**20:
+            reason = f"no space left on the device ({free // 2**20} MB free): {reason}"
+        elif soft != resource.RLIM_INFINITY:
+            reason = f"the file-size limit ({soft} bytes, ulimit -f): {reason}"
+    return OutputError(f"{path}: could not write it ({reason}); the file it would replace is unchanged")
 
 
 def check_writable(path: str | os.PathLike, directory: bool = False) -> Path:
@@ -65,9 +98,20 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, infinity) as ``None``: what strict JSON can hold."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Atomically write ``obj`` as indented, strict JSON (a NaN or infinity becomes ``null``)."""
+    return write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> Path:

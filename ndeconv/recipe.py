@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from .rules import DeconvConfig
 __all__ = [
     "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
     "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes", "HEADLINE",
-    "LENGTH_KEYS", "parse_budget", "budget_label",
+    "LENGTH_KEYS", "LIMITS", "parse_budget", "budget_label", "read_yaml", "read_text_file", "quote",
+    "RecipeLoader",
 ]
 
 Norm = Literal["bn", "deconv"]
@@ -154,6 +156,44 @@ class Recipe:
         _check_values(self)
 
 
+_QUOTE = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_QUOTE.maxlevel, _QUOTE.maxtuple, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxset = 2, 4, 4, 4, 4
+_QUOTE.maxstring = _QUOTE.maxother = 60
+
+
+def quote(value: Any) -> str:
+    """``repr(value)`` cut to a sane length, in bounded time (a YAML alias bomb's value is a huge
+    nest of shared lists: its full repr would be megabytes)."""
+    return _QUOTE.repr(value)
+
+
+#: Largest sizes a recipe may ask for: beyond them a value is a typo, not a plan (and would
+#: exhaust memory before any error could name it).
+LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "data.num_classes": 1_000_000,
+          "train.batch_size": 65536, "train.epochs": 100_000, "train.steps": 10**9, "train.num_workers": 256,
+          "model.deconv.block": 65536, "model.deconv.block_fc": 65536, "model.deconv.n_iter": 1000,
+          "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6}
+#: Seeds are 32-bit, as numpy's.
+MAX_SEED = 2**32 - 1
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as people write them: ``5e-4`` and ``1E5`` are floats
+    (YAML 1.2's rule; YAML 1.1 wants a dot, ``5.0e-4``, and reads the rest as strings)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    """Parse recipe YAML (see :class:`RecipeLoader`)."""
+    return yaml.load(text, Loader=RecipeLoader)
+
+
 #: The keys of ``train`` that set a run's length; setting one by override clears the others.
 LENGTH_KEYS = ("epochs", "budget", "steps")
 
@@ -168,12 +208,12 @@ def parse_budget(value: str | float, where: str = "train.budget") -> float:
     else:
         match = _DURATION.match(str(value))
         if str(value).strip().startswith("-"):
-            raise RecipeError(f"{where} must be > 0, got {value!r}")
+            raise RecipeError(f"{where} must be > 0, got {quote(value)}")
         if match is None:
-            raise RecipeError(f"{where}: expected a duration such as 90s, 10m or 1h, got {value!r}")
+            raise RecipeError(f"{where}: expected a duration such as 90s, 10m or 1h, got {quote(value)}")
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     if not math.isfinite(seconds) or seconds <= 0:
-        raise RecipeError(f"{where} must be > 0, got {value!r}")
+        raise RecipeError(f"{where} must be > 0, got {quote(value)}")
     return seconds
 
 
@@ -192,8 +232,21 @@ def _positive(where: str, value: float | None, allow_zero: bool = False) -> None
         raise RecipeError(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _get_key(r: Recipe, key: str) -> Any:
+    node: Any = r
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _check_values(r: Recipe) -> None:
     """Range checks the types cannot express."""
+    for key, limit in LIMITS.items():
+        value = _get_key(r, key)
+        if value is not None and value > limit:
+            raise RecipeError(f"{key} must be at most {limit}, got {value}")
+    if not 0 <= r.train.seed <= MAX_SEED:
+        raise RecipeError(f"train.seed must be in [0, {MAX_SEED}], got {quote(r.train.seed)}")
     d = r.data
     for key in ("num_classes", "image_size", "channels"):
         _positive(f"data.{key}", getattr(d, key))
@@ -208,6 +261,7 @@ def _check_values(r: Recipe) -> None:
         _positive(f"model.deconv.{key}", getattr(r.model.deconv, key), allow_zero=key == "block_fc")
     _positive("model.deconv.eps", r.model.deconv.eps)
     _positive("model.deconv.max_samples", r.model.deconv.max_samples)
+    _positive("model.deconv.update_every", r.model.deconv.update_every)
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _check_length(r.train)
@@ -263,7 +317,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise RecipeError(f"{key} must be a mapping, got {value!r}")
+            raise RecipeError(f"{key} must be a mapping, got {quote(value)}")
         return _build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -271,14 +325,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except RecipeError:
                 continue
-        raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {value!r}")
+        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {quote(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
         (item,) = typing.get_args(tp)
         return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is type(None):
@@ -286,13 +340,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return None
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise RecipeError(f"{key} must be a finite number, got {quote(value)}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(value, tp):
         return value
-    raise RecipeError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
@@ -364,7 +420,7 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
             node = node[part]
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value) if value.strip() else value
+            value = read_yaml(value) if value.strip() else value
         except yaml.YAMLError:
             pass
     node[parts[-1]] = value
@@ -381,7 +437,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     ``sources`` names where an override came from in its errors (``{"model.norm": "--norm"}``)."""
     file = find_recipe(path)
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = read_yaml(read_text_file(file, "recipe"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -390,6 +446,14 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
     for key, value in (overrides or {}).items():
         recipe = apply_override(recipe, key, value, (sources or {}).get(key))
     return recipe
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A text file's contents; a binary or undecodable one is a :class:`RecipeError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a {what} (not UTF-8 text: byte {e.start} cannot be decoded)") from None
 
 
 def bundled_recipes() -> dict[str, Path]:

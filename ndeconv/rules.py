@@ -37,6 +37,7 @@ class DeconvConfig:
     stats_grad: bool = True
     max_samples: int | None = None
     whiten_depthwise: bool = False
+    update_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     return _CONV_LAYERS[type(module)].from_conv(
         module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps,
         freeze_iter=freeze_iter, stats_grad=cfg.stats_grad, max_samples=cfg.max_samples,
+        update_every=cfg.update_every,
     )
 
 
@@ -126,7 +128,7 @@ def linear_to_delinear(module: nn.Linear, ctx: ConversionContext) -> nn.Module:
         return module
     cfg = ctx.config
     return Delinear.from_linear(module, block=cfg.block_fc, n_iter=cfg.n_iter, eps=cfg.eps, stats_grad=cfg.stats_grad,
-                                max_samples=cfg.max_samples)
+                                max_samples=cfg.max_samples, update_every=cfg.update_every)
 
 
 @register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)

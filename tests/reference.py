@@ -47,8 +47,9 @@ def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
 
 
 def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                block=64, sampling_stride=3, eps=1e-5, n_iter=5):
-    """Training-mode FastDeconv output, and (mu, D) per conv group."""
+                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None):
+    """Training-mode FastDeconv output, and (mu, D) per conv group: those of the batch, or the given
+    ``stats`` (a layer whitening with its running estimate)."""
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     n_batch, channels, height, width = x.shape
@@ -60,20 +61,23 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
     n_blocks = per_group // blk
     out_per_group = out // groups
     y = np.zeros((n_batch, out, ho, wo))
-    stats = []
+    used = []
     for g in range(groups):
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
-        samples = [
-            conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
-            for n in range(n_batch)
-            for i in range(0, ho, sampling_stride)
-            for j in range(0, wo, sampling_stride)
-            for cols in column_groups
-        ]
-        mu, cov = covariance(np.array(samples), eps)
-        deconv = newton_schulz(cov, n_iter)
-        stats.append((mu, deconv))
+        if stats is None:
+            samples = [
+                conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
+                for n in range(n_batch)
+                for i in range(0, ho, sampling_stride)
+                for j in range(0, wo, sampling_stride)
+                for cols in column_groups
+            ]
+            mu, cov = covariance(np.array(samples), eps)
+            deconv = newton_schulz(cov, n_iter)
+        else:
+            mu, deconv = (np.asarray(a, dtype=np.float64) for a in stats[g])
+        used.append((mu, deconv))
         for o in range(g * out_per_group, (g + 1) * out_per_group):
             w = weight[o].reshape(-1)
             for n in range(n_batch):
@@ -83,7 +87,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
                         y[n, o, i, j] = sum(w[cols] @ (deconv @ (p[cols] - mu)) for cols in column_groups)
     if bias is not None:
         y += np.asarray(bias, dtype=np.float64)[None, :, None, None]
-    return y, stats
+    return y, used
 
 
 def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1), groups=1,

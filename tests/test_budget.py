@@ -78,18 +78,25 @@ class StepRecorder(Callback):
 
 
 def _fake_clock(monkeypatch, step_times: list[float]) -> list:
-    """Calibration's clock: the k-th calibration (its two readings) measures ``step_times[k]`` a step
-    (the last value repeats). The timed steps still run, only their duration is made exact."""
-    readings = []
+    """Calibration's clock: during the k-th calibration every reading is ``step_times[k]`` later
+    than the last (the last value repeats). The timed steps still run, only their duration is
+    made exact. Returns the learners calibrated so far."""
+    clock = {"now": 0.0, "step": step_times[0]}
+    calibrations: list = []
+    real = budget_mod.measure_step_seconds
 
     def perf_counter() -> float:
-        n = len(readings)
-        readings.append(n)
-        step = step_times[min(n // 2, len(step_times) - 1)]
-        return (n % 2) * step * budget_mod.TIMED_STEPS
+        clock["now"] += clock["step"]
+        return clock["now"]
+
+    def measure(learn, *args, **kwargs):
+        clock["step"] = step_times[min(len(calibrations), len(step_times) - 1)]
+        calibrations.append(learn)
+        return real(learn, *args, **kwargs)
 
     monkeypatch.setattr(budget_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
-    return readings
+    monkeypatch.setattr(budget_mod, "measure_step_seconds", measure)
+    return calibrations
 
 
 @pytest.fixture()
@@ -146,7 +153,7 @@ def test_resume_of_a_budgeted_run_is_bit_identical(tiny_parquet, tmp_path, fixed
         train(budgeted, tmp_path / "run", progress=False, cbs=[StopAfterEpoch()])
     assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 1
     _, results = resume(tmp_path / "run", progress=False)  # a new calibration would measure 20 ms: 10 steps
-    assert len(fixed_step_time) == 2 and results["steps"] == 20  # one calibration, two clock readings
+    assert len(fixed_step_time) == 1 and results["steps"] == 20  # calibrated once, before the interruption
     # the same steps without any calibration: calibration left no trace, resume continued exactly
     _, reference = train(load_recipe(recipe_file, {"train.steps": 20}), tmp_path / "ref", progress=False)
     assert reference["steps"] == 20 and reference["budget"] is None
@@ -205,7 +212,8 @@ def test_compare_budget_picks_each_norms_best_cell(equal_time):
     out, _ = equal_time
     lines = (out / "table.md").read_text().splitlines()
     for budget in ("0.08s", "0.2s"):
-        acc = {p.parent.name: 100 * json.loads(p.read_text())["accuracy"] for p in out.glob(f"*-{budget}*/results.json")}
+        acc = {p.parent.name: 100 * json.loads(p.read_text())["accuracy"]
+               for p in out.glob(f"*-{budget}*/results.json")}
         bn = {k: v for k, v in acc.items() if "-bn-" in k}
         best_bn = max(bn, key=bn.get)
         nd = acc[f"convnet3-deconv-{budget}"]

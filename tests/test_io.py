@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from ndeconv.errors import OutputError
 from ndeconv.io import atomic_write, write_json, write_text
 
 
@@ -16,7 +17,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             f.write("half")
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OutputError, match=r"a\.txt: could not write it \(.*disk full"):  # the file and the cause
         atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -9,11 +10,12 @@ import torch.multiprocessing as mp
 import ndeconv
 
 
-def _layers():
+def _layers(update_every=1):
     torch.manual_seed(0)
-    conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, n_iter=4).double()
-    linear = ndeconv.Delinear(10, 4, block=5, n_iter=4).double()
-    channel = ndeconv.ChannelDeconv(7, block=4, n_iter=4).double()  # 3 leftover channels
+    k = dict(n_iter=4, update_every=update_every)
+    conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, **k).double()
+    linear = ndeconv.Delinear(10, 4, block=5, **k).double()
+    channel = ndeconv.ChannelDeconv(7, block=4, **k).double()  # 3 leftover channels
     return conv, linear, channel
 
 
@@ -36,30 +38,40 @@ def _step(layers, x, z, c, shard=slice(None)):
     return [o.detach() for o in outs], [x.grad, z.grad, c.grad], state, [l.weight.grad.clone() for l in layers[:2]]
 
 
-def _worker(rank, world, init_file, out_dir):
+STEPS = 3  # with update_every = 2: update, reuse, update
+
+
+def _worker(rank, world, init_file, out_dir, update_every):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    layers = _layers()
+    layers = _layers(update_every)
     for layer in layers:
         ndeconv.sync_deconv_stats(layer)
     shard = slice(rank * 4, rank * 4 + 4)
-    outs, grads, state, wgrads = _step(layers, *_inputs(), shard=shard)
-    torch.save({"outs": outs, "grads": grads, "state": state, "wgrads": wgrads}, os.path.join(out_dir, f"{rank}.pt"))
+    steps = []
+    for _ in range(STEPS):
+        outs, grads, state, wgrads = _step(layers, *_inputs(), shard=shard)
+        steps.append({"outs": outs, "grads": grads, "state": state, "wgrads": wgrads})
+    torch.save(steps, os.path.join(out_dir, f"{rank}.pt"))
     dist.destroy_process_group()
 
 
-def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("update_every", [1, 2])
+def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path, update_every):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), update_every), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
-    outs, grads, state, wgrads = _step(_layers(), *_inputs())  # one process, the whole batch
-    for i in range(3):
-        torch.testing.assert_close(torch.cat([ranks[0]["outs"][i], ranks[1]["outs"][i]]), outs[i])
-        # the loss is a sum over samples, so each rank's input gradient is its shard of the full one
-        torch.testing.assert_close(torch.cat([ranks[0]["grads"][i], ranks[1]["grads"][i]]), grads[i])
-    for key, value in state.items():
-        torch.testing.assert_close(ranks[0]["state"][key], value, msg=key)
-        torch.testing.assert_close(ranks[1]["state"][key], value, msg=key)
-    for i in range(2):  # weight gradients summed over ranks (what DDP's all-reduce does before averaging)
-        torch.testing.assert_close(ranks[0]["wgrads"][i] + ranks[1]["wgrads"][i], wgrads[i])
+    layers = _layers(update_every)
+    for step in range(STEPS):  # all ranks update (and reuse) on the same steps
+        outs, grads, state, wgrads = _step(layers, *_inputs())  # one process, the whole batch
+        r0, r1 = ranks[0][step], ranks[1][step]
+        for i in range(3):
+            torch.testing.assert_close(torch.cat([r0["outs"][i], r1["outs"][i]]), outs[i])
+            # the loss is a sum over samples, so each rank's input gradient is its shard of the full one
+            torch.testing.assert_close(torch.cat([r0["grads"][i], r1["grads"][i]]), grads[i])
+        for key, value in state.items():
+            torch.testing.assert_close(r0["state"][key], value, msg=key)
+            torch.testing.assert_close(r1["state"][key], value, msg=key)
+        for i in range(2):  # weight gradients summed over ranks (what DDP's all-reduce does before averaging)
+            torch.testing.assert_close(r0["wgrads"][i] + r1["wgrads"][i], wgrads[i])
 
 
 def test_without_a_process_group_sync_changes_nothing():

@@ -33,7 +33,7 @@ def test_tensorboard_epoch_scalars_equal_metrics_csv(tracked_run):
     scalars = _scalars(tracked_run / "logs")
     rows = read_metrics(tracked_run / "metrics.csv")
     assert len(rows) == 2
-    for name in ("train_loss", "valid_loss", "accuracy", "seconds"):
+    for name in ("train_loss", "valid_loss", "accuracy", "seconds", "train_seconds"):
         assert [s for s, _ in scalars[f"epoch/{name}"]] == [1, 2]
         assert [v for _, v in scalars[f"epoch/{name}"]] == pytest.approx([r[name] for r in rows], rel=1e-6)
 

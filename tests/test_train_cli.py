@@ -43,7 +43,7 @@ def test_train_writes_a_complete_run_directory(tiny_recipe, tmp_path):
     assert results["accuracy"] > 1.5 / CLASSES  # well above chance
     rows = read_metrics(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "accuracy", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "accuracy", "seconds", "train_seconds"]
     assert rows[-1]["accuracy"] == pytest.approx(results["accuracy"])
     assert results["seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.01)
 
@@ -70,7 +70,7 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["missing.yaml"], "missing.yaml: recipe file not found"),
     (["{recipe}", "--set", "optim.lrr=0.1"], "unknown key 'optim.lrr'"),
-    (["{recipe}", "--set", "train.epochs=many"], "train.epochs must be an integer, got 'many'"),
+    (["{recipe}", "--set", "train.epochs=many"], "train.epochs must be an integer or null, got 'many'"),
     (["{recipe}", "--data", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
     (["{recipe}", "--set", "data.image_column=picture"], "has no column 'picture'"),
     (["{recipe}", "--model", "no_such_model"], "unknown timm model 'no_such_model'"),

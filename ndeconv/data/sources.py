@@ -8,6 +8,7 @@ an image column and an integer label column. Problems (missing path, split or co
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,14 @@ def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.Datase
             missing = next(s for s in (spec.train_split, spec.valid_split) if s not in files)
             raise DataError(f"{source}: {path} has no {missing}*.parquet files")
         all_files = [Path(f) for fs in files.values() for f in fs]
-        ds = datasets.load_dataset("parquet", data_files=files)
+        try:
+            ds = datasets.load_dataset("parquet", data_files=files)
+        except Exception as e:  # an empty or damaged file: datasets raises several types
+            empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(e))
+            if empty:
+                raise DataError(f"{source}: split '{empty.group(1)}' of {path} is empty (no rows)") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"{source}: cannot read the parquet files of {path} ({first})") from None
         return ds, spec.image_column, spec.label_column, f"parquet-{_fingerprint(all_files)}"
     if (path / spec.train_split).is_dir():
         images = [f for f in path.rglob("*") if f.is_file()]
@@ -107,6 +115,8 @@ def check_splits(ds: datasets.DatasetDict, spec: DataSpec, columns: tuple[str, .
     for split in (spec.train_split, spec.valid_split):
         if split not in ds:
             raise DataError(f"{origin}: no split '{split}' (splits: {', '.join(ds)})")
+        if len(ds[split]) == 0:
+            raise DataError(f"{origin}: split '{split}' is empty (no rows)")
         found = ds[split].column_names
         for column in columns:
             if column not in found:

@@ -109,11 +109,15 @@ class DecodedImages(torch.utils.data.Dataset):
                  num_classes: int, where: str = "data"):
         self.labels = _labels(ds, label_column, num_classes, where)
         self.ds = _undecoded(ds, image_column).select_columns([image_column])
-        self.column, self.channels, self.size = image_column, channels, size
+        self.column, self.channels, self.size, self.where = image_column, channels, size, where
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = decode_image(self.ds[int(i)][self.column], self.channels, self.size)
+        try:
+            image = decode_image(self.ds[int(i)][self.column], self.channels, self.size)
+        except Exception as e:  # PIL raises many types for corrupt data
+            raise DataError(f"{self.where}: image {int(i)} of column '{self.column}' cannot be decoded "
+                            f"({str(e)[:200]})") from None
         return torch.from_numpy(image), self.labels[i]

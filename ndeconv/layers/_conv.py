@@ -32,7 +32,7 @@ class ConvDeconvMixin:
     plain: type[nn.Module]
 
     def _init_deconv(self, block: int, sampling_stride: int, eps: float, n_iter: int, momentum: float,
-                     freeze_iter: int | None, stats_grad: bool, max_samples: int | None,
+                     freeze_iter: int | None, stats_grad: bool, max_samples: int | None, update_every: int,
                      device: torch.device | str | None, dtype: torch.dtype | None) -> None:
         """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
         if sampling_stride < 1:
@@ -41,7 +41,7 @@ class ConvDeconvMixin:
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
         self.sampling_stride = int(sampling_stride)
         self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), eps, n_iter, momentum,
-                             freeze_iter, device, dtype, stats_grad, max_samples)
+                             freeze_iter, device, dtype, stats_grad, max_samples, update_every)
 
     @staticmethod
     def _geometry(conv: nn.modules.conv._ConvNd, bias: bool) -> tuple:
@@ -124,6 +124,7 @@ class DirectConvDeconvMixin(ConvDeconvMixin):
         freeze_iter: int | None = None,
         stats_grad: bool = True,
         max_samples: int | None = None,
+        update_every: int = 1,
         padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -135,4 +136,4 @@ class DirectConvDeconvMixin(ConvDeconvMixin):
             device=device, dtype=dtype,
         )
         self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
-                          device, dtype)
+                          update_every, device, dtype)

@@ -32,9 +32,16 @@ class WhiteningState:
     """Mixin for ``nn.Module`` subclasses that whiten ``f``-dimensional samples in ``groups`` groups.
 
     Holds ``running_mean (groups, f)``, ``running_deconv (groups, f, f)`` (the inverse square root
-    of the covariance, initially the identity) and ``num_batches_tracked``, updated like
-    BatchNorm's running statistics; after ``freeze_iter`` training steps the running estimate is
-    used in training too (the paper's first-layer setting).
+    of the covariance, initially the identity) and ``num_batches_tracked`` (batches whose
+    statistics were computed), updated like BatchNorm's running statistics, and ``num_steps``
+    (training forwards). After ``freeze_iter`` training steps the running estimate is used in
+    training too (the paper's first-layer setting).
+
+    ``update_every = k`` recomputes the batch's statistics (and their gradient) only on every k-th
+    training step, the first included, and whitens with the running estimate in between: those
+    steps cost only the fold. The running estimates keep their meaning, an average over about the
+    last ``1 / momentum`` steps: each update moves them by ``1 - (1 - momentum)^k``, what k
+    updates would have moved them. ``k = 1`` is the paper's layer.
 
     Faster, non-default options: ``stats_grad=False`` treats the batch's mean and ``D`` as
     constants in backward (gradients reach the weights only through the fold);
@@ -49,9 +56,11 @@ class WhiteningState:
     freeze_iter: int | None
     stats_grad: bool
     max_samples: int | None
+    update_every: int
     running_mean: Tensor
     running_deconv: Tensor
     num_batches_tracked: Tensor
+    num_steps: Tensor
 
     def _init_whitening(
         self,
@@ -65,6 +74,7 @@ class WhiteningState:
         dtype: torch.dtype | None = None,
         stats_grad: bool = True,
         max_samples: int | None = None,
+        update_every: int = 1,
     ) -> None:
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
@@ -74,25 +84,52 @@ class WhiteningState:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if max_samples is not None and max_samples < 1:
             raise ValueError(f"max_samples must be a positive integer or None, got {max_samples}")
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every must be a positive integer, got {update_every}")
         self.eps, self.n_iter, self.momentum, self.freeze_iter = float(eps), int(n_iter), float(momentum), freeze_iter
-        self.stats_grad, self.max_samples = bool(stats_grad), max_samples
+        self.stats_grad, self.max_samples, self.update_every = bool(stats_grad), max_samples, update_every
         eye = torch.eye(f, device=device, dtype=dtype)
         self.register_buffer("running_mean", torch.zeros(groups, f, device=device, dtype=dtype))
         self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        self.register_buffer("num_steps", torch.tensor(0, dtype=torch.long, device=device))
         self._fold_cache: tuple[tuple, Fold] | None = None
         self.sync_stats: bool = False
         self.process_group: object | None = None
 
     @property
     def frozen(self) -> bool:
-        """Whether training uses the running estimate instead of the batch's statistics."""
-        return self.freeze_iter is not None and int(self.num_batches_tracked) >= self.freeze_iter
+        """Whether training uses the running estimate for good (``freeze_iter`` steps taken)."""
+        return self.freeze_iter is not None and int(self.num_steps) >= self.freeze_iter
 
     @property
-    def uses_batch_stats(self) -> bool:
-        """Whether this forward whitens with the batch's statistics (training and not frozen)."""
-        return self.training and not self.frozen
+    def update_momentum(self) -> float:
+        """How far one update moves the running estimates: ``momentum`` compounded over ``update_every`` steps
+        (exactly ``momentum`` for k = 1: ``1 - (1 - 0.1)`` is not 0.1 in floating point)."""
+        if self.update_every == 1:
+            return self.momentum
+        return 1.0 - (1.0 - self.momentum) ** self.update_every
+
+    def _take_step(self) -> bool:
+        """Whether this forward whitens with the batch's statistics; a training forward counts a step.
+
+        The paper's setting (every step, never frozen) does not read the counter, so it adds no
+        graph break under ``torch.compile``.
+        """
+        if not self.training:
+            return False
+        if self.update_every == 1 and self.freeze_iter is None:
+            self.num_steps.add_(1)
+            return True
+        step = int(self.num_steps)
+        self.num_steps.add_(1)
+        return (self.freeze_iter is None or step < self.freeze_iter) and step % self.update_every == 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # layers saved before num_steps existed had taken one step per tracked batch
+        if prefix + "num_steps" not in state_dict and prefix + "num_batches_tracked" in state_dict:
+            state_dict[prefix + "num_steps"] = state_dict[prefix + "num_batches_tracked"].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _stats_grad_mode(self) -> torch.autograd.grad_mode.set_grad_enabled:
         """Grad mode for computing batch statistics: off when ``stats_grad=False``."""
@@ -104,13 +141,17 @@ class WhiteningState:
             return False
         return torch.distributed.get_world_size(self.process_group) > 1
 
-    def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's in training (updating running estimates), else running.
+    def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype,
+                  use_batch: bool | None = None) -> tuple[Tensor, Tensor]:
+        """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's on a step that updates (updating
+        the running estimates), else the running ones.
 
-        Call inside :func:`float32_math`. ``samples`` builds the ``(groups, m, f)`` samples lazily.
+        Call inside :func:`float32_math`, once per forward (it counts the step) unless ``use_batch``
+        passes the decision of an earlier :meth:`_take_step`. ``samples`` builds the
+        ``(groups, m, f)`` samples lazily.
         """
         dtype = math_dtype(dtype)
-        if not self.uses_batch_stats:
+        if not (self._take_step() if use_batch is None else use_batch):
             return self.running_mean.to(dtype), self.running_deconv.to(dtype)
         with self._stats_grad_mode():
             batch = samples().to(dtype)
@@ -122,8 +163,8 @@ class WhiteningState:
                 mean, cov = DF.whitening_stats(batch, self.eps)
             deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-            self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.momentum)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.update_momentum)
+            self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.update_momentum)
             self.num_batches_tracked.add_(1)
         return mean, deconv
 
@@ -152,4 +193,5 @@ class WhiteningState:
         extra = f", freeze_iter={self.freeze_iter}" if self.freeze_iter is not None else ""
         extra += "" if self.stats_grad else ", stats_grad=False"
         extra += f", max_samples={self.max_samples}" if self.max_samples is not None else ""
+        extra += f", update_every={self.update_every}" if self.update_every != 1 else ""
         return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{extra}"

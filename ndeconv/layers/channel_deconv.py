@@ -31,6 +31,7 @@ class ChannelDeconv(WhiteningState, nn.Module):
         freeze_iter: int | None = None,
         stats_grad: bool = True,
         max_samples: int | None = None,
+        update_every: int = 1,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -42,7 +43,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
         self.sampling_stride = int(sampling_stride)
         rest = num_features - self.num_blocks * self.block
         self._init_whitening(
-            self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device, None, stats_grad, max_samples
+            self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device, None, stats_grad, max_samples,
+            update_every,
         )
         self.register_buffer("running_mean_rest", torch.zeros(rest, device=device))
         self.register_buffer("running_var_rest", torch.ones(rest, device=device))
@@ -58,11 +60,12 @@ class ChannelDeconv(WhiteningState, nn.Module):
         self.last_input_dim = x.dim()
         width = self.num_blocks * self.block
         dtype = math_dtype(x.dtype)
-        use_batch = self.uses_batch_stats  # decided once: _estimate advances num_batches_tracked
+        use_batch = self._take_step()  # decided once for both parts: it counts the step
         with float32_math(x.device):
             samples = self._samples(x) if use_batch else None
             mean, deconv = self._estimate(
-                lambda: samples[:, :width].reshape(-1, self.num_blocks, self.block).transpose(0, 1), x.dtype
+                lambda: samples[:, :width].reshape(-1, self.num_blocks, self.block).transpose(0, 1), x.dtype,
+                use_batch,
             )
             channels_last = x.movedim(1, -1).to(dtype)
             whitened = torch.einsum(
@@ -88,8 +91,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
             else:
                 var, mean = torch.var_mean(samples, dim=0, correction=0)
         with torch.no_grad():
-            self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.momentum)
-            self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.momentum)
+            self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.update_momentum)
+            self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.update_momentum)
         return mean, var
 
     @torch.no_grad()

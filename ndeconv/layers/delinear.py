@@ -30,12 +30,14 @@ class Delinear(WhiteningState, nn.Linear):
         freeze_iter: int | None = None,
         stats_grad: bool = True,
         max_samples: int | None = None,
+        update_every: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.block = DF.resolve_block(block, in_features)
-        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype, stats_grad, max_samples)
+        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype, stats_grad, max_samples,
+                             update_every)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:

@@ -46,6 +46,7 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         freeze_iter: int | None = None,
         stats_grad: bool = True,
         max_samples: int | None = None,
+        update_every: int = 1,
         padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -53,7 +54,7 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
                          dilation, padding_mode, device=device, dtype=dtype)
         self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
-                          device, dtype)
+                          update_every, device, dtype)
 
     @staticmethod
     def _geometry(conv: nn.ConvTranspose2d, bias: bool) -> tuple:

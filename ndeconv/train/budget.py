@@ -20,10 +20,11 @@ import torch
 from fastai.callback.core import Callback, CancelFitException, TrainEvalCallback
 from fastai.learner import CastToTensor, Recorder
 
+from ..layers._whitening import WhiteningState
 from .checkpoint import rng_state, set_rng_state
 
-__all__ = ["WARMUP_STEPS", "TIMED_STEPS", "StepTimer", "FirstBatches", "StepLimit", "measure_step_seconds", "calibrate",
-           "steps_for_budget"]
+__all__ = ["WARMUP_STEPS", "TIMED_STEPS", "StepTimer", "FirstBatches", "StepLimit", "measure_step_seconds",
+           "calibrate", "steps_for_budget"]
 
 WARMUP_STEPS = 2
 TIMED_STEPS = 8
@@ -35,7 +36,12 @@ def steps_for_budget(budget_seconds: float, step_seconds: float) -> int:
 
 
 class StepTimer(Callback):
-    """Time ``timed`` training steps after ``warmup`` untimed ones, then stop the fit."""
+    """Time ``timed`` training steps after ``warmup`` untimed ones, then stop the fit.
+
+    A step's time runs from the end of the previous step (or the start of the epoch's training)
+    to the end of its own: loading its batch and every callback included, a validation that falls
+    between two steps left out.
+    """
 
     order = 99  # after every other callback's after_batch: a step is all of its work
 
@@ -44,18 +50,21 @@ class StepTimer(Callback):
         self.seconds: float | None = None
 
     def before_fit(self) -> None:
-        self._done, self._start = 0, None
+        self._done, self._total = 0, 0.0
 
-    def before_batch(self) -> None:
-        if self.training and self._done == self.warmup:
-            self._start = time.perf_counter()
+    def before_train(self) -> None:
+        self._last = time.perf_counter()
 
     def after_batch(self) -> None:
         if not self.training:
             return
+        now = time.perf_counter()
         self._done += 1
+        if self._done > self.warmup:
+            self._total += now - self._last
+        self._last = now
         if self._done == self.warmup + self.timed:
-            self.seconds = (time.perf_counter() - self._start) / self.timed
+            self.seconds = self._total / self.timed
             raise CancelFitException()
 
 
@@ -94,9 +103,15 @@ def measure_step_seconds(learn, warmup: int = WARMUP_STEPS, timed: int = TIMED_S
 
 
 def calibrate(learn, budget_seconds: float) -> tuple[int, float]:
-    """``(steps, step_seconds)`` for a budget: the steps that fit it at ``learn``'s measured step time."""
-    step_seconds = measure_step_seconds(learn)
-    return steps_for_budget(budget_seconds, step_seconds), step_seconds
+    """``(steps, step_seconds)`` for a budget: the steps that fit it at ``learn``'s measured step time.
+
+    Layers that recompute their statistics every k-th step only (``update_every``) make steps of
+    two costs; the timed steps then span whole k-step cycles, so their mean is the run's.
+    """
+    cycle = max((getattr(m, "update_every", 1) for m in learn.model.modules() if isinstance(m, WhiteningState)),
+                default=1)
+    step_seconds = round(measure_step_seconds(learn, WARMUP_STEPS, math.ceil(TIMED_STEPS / cycle) * cycle), 6)
+    return steps_for_budget(budget_seconds, step_seconds), step_seconds  # as recorded: one follows from the other
 
 
 class FirstBatches:

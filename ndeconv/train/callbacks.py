@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..io import write_text
 from .checkpoint import CHECKPOINT, METRICS, rows_to_csv, save_checkpoint
 
-__all__ = ["AcceleratorCallback", "RunDirCallback", "RichProgressCallback"]
+__all__ = ["AcceleratorCallback", "DivergenceCallback", "NonFinite", "RunDirCallback", "RichProgressCallback"]
 
 
 class AcceleratorCallback(Callback):
@@ -105,6 +105,40 @@ class AcceleratorCallback(Callback):
         if self.distributed:
             self.learn.model = self.accelerator.unwrap_model(self.learn.model)
             self.dls.train.shard(0, 1)
+
+
+class NonFinite(Exception):
+    """Raised by :class:`DivergenceCallback`: where training stopped and what was not finite."""
+
+    def __init__(self, what: str, epoch: int, step: int, lr: float):
+        super().__init__(f"{what} not finite")  # fastai prefixes this text; the fields stay as they are
+        self.what, self.epoch, self.step, self.lr = f"{what} not finite", epoch, step, lr
+
+
+class DivergenceCallback(Callback):
+    """Stop training at the first non-finite training loss, or non-finite weights after a step.
+
+    Raises :class:`NonFinite` with the epoch, the step within it and the learning rate; with
+    several processes all ranks agree (a flag is all-reduced), so they stop together.
+    """
+
+    order = 12  # right after the AcceleratorCallback has unscaled, before anything records the value
+
+    def _check(self, finite: bool, what: str) -> None:
+        flag = torch.tensor([0.0 if finite else 1.0])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            raise NonFinite(what, self.epoch + 1, self.iter + 1, float(self.opt.hypers[-1]["lr"]))
+
+    def after_loss(self) -> None:
+        if self.training:
+            self._check(bool(torch.isfinite(self.loss.detach()).all()), "the training loss is")
+
+    def after_step(self) -> None:
+        params = [p.detach() for p in self.learn.model.parameters()]
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+        self._check(finite, "the weights after the step are")
 
 
 def epoch_stats(recorder) -> dict[str, float]:

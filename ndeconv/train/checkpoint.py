@@ -12,16 +12,33 @@ import torch
 
 from ..io import atomic_write
 
-__all__ = ["CHECKPOINT", "METRICS", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-           "rows_to_csv", "read_metrics"]
+__all__ = ["CHECKPOINT", "METRICS", "rng_state", "set_rng_state", "save_checkpoint", "read_checkpoint",
+           "load_checkpoint", "rows_to_csv", "read_metrics"]
 
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.csv"
 
 
+def _numpy_state() -> tuple:
+    """numpy's global random state with its key array as a tensor: plain data that
+    ``torch.load(weights_only=True)`` reads without unpickling numpy objects."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _set_numpy_state(state: tuple) -> None:
+    name, keys, pos, has_gauss, gauss = state
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _plain_hypers(hypers: list[dict]) -> list[dict]:
+    """The optimizer's hyper-parameters with numpy scalars as Python numbers (exact)."""
+    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in group.items()} for group in hypers]
+
+
 def rng_state(learn) -> dict:
     """Every random state a resumed run needs to continue: torch, numpy, python, loaders, augmentation."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    state = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate(),
              "train_dl": learn.dls.train.rng.getstate()}
     tfm = getattr(learn.dls.train, "after_batch", None)
     if hasattr(tfm, "generator"):
@@ -34,7 +51,7 @@ def rng_state(learn) -> dict:
 def set_rng_state(learn, state: dict) -> None:
     """Inverse of :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     random.setstate(state["python"])
     learn.dls.train.rng.setstate(state["train_dl"])
     tfm = getattr(learn.dls.train, "after_batch", None)
@@ -49,16 +66,38 @@ def save_checkpoint(learn, path: Path, epochs_done: int) -> None:
     atomically written file."""
     model = learn.model.module if hasattr(learn.model, "module") else learn.model
     smooth = learn.recorder.smooth_loss
-    state = {"model": model.state_dict(), "opt": learn.opt.state_dict() if learn.opt else None,
-             "epoch": epochs_done, "rng": rng_state(learn), "smooth_loss": (smooth.val, smooth.count)}
+    opt = None
+    if learn.opt:
+        opt = learn.opt.state_dict()
+        opt = {**opt, "hypers": _plain_hypers(opt["hypers"])}
+    state = {"model": model.state_dict(), "opt": opt, "epoch": epochs_done, "rng": rng_state(learn),
+             "smooth_loss": (smooth.val, int(smooth.count))}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A :func:`save_checkpoint` file's contents, read as plain data only (``weights_only``): a file
+    holding anything else (a planted pickle, a checkpoint of another program) is refused before any
+    of it runs, and a damaged file is a :class:`RunDirError` naming it."""
+    import pickle
+
+    from ..errors import RunDirError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunDirError(f"{path}: holds objects other than tensors and numbers; not a checkpoint ndeconv wrote, "
+                          "refusing to load it") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise RunDirError(f"{path}: unreadable checkpoint, truncated or damaged ({reason})") from None
 
 
 def load_checkpoint(learn, path: Path) -> tuple[int, tuple | None]:
     """Restore a :func:`save_checkpoint` file into ``learn``; returns the completed epochs and the
     smoothed loss's state ``(val, count)``, which the Recorder resets when a fit starts (see
     ``RunDirCallback.smooth_loss``)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     learn.model.load_state_dict(state["model"])
     if state["opt"] is not None:
         if learn.opt is None:

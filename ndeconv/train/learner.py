@@ -26,7 +26,7 @@ from ..recipe import Recipe
 from ..segmentation.metrics import MeanIoU, PixelAccuracy
 from ..segmentation.models import create_segmentation_model
 from .budget import StepLimit
-from .callbacks import AcceleratorCallback
+from .callbacks import AcceleratorCallback, DivergenceCallback
 from .tracking import check_trackers
 
 __all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "run_epochs", "fit_recipe", "top5"]
@@ -89,7 +89,8 @@ def top5(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
 
 def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator,
                   cbs: list | None = None) -> Learner:
-    """A fastai Learner with the recipe's optimizer and metrics, driven by ``accelerator``.
+    """A fastai Learner with the recipe's optimizer and metrics, driven by ``accelerator``, that
+    stops at the first non-finite loss or weight (:class:`DivergenceCallback`).
 
     SGD uses classic momentum and L2 weight decay on every parameter, as ``torch.optim.SGD``
     did in the paper's code; AdamW decouples it. Classification reports accuracy (and top-5 from
@@ -109,7 +110,8 @@ def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerato
         loss_func = nn.CrossEntropyLoss()
         metrics = [accuracy] + ([top5] if d.num_classes >= 100 else [])
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=o.lr, metrics=metrics,
-                    wd=o.weight_decay, wd_bn_bias=True, cbs=[AcceleratorCallback(accelerator), *(cbs or [])])
+                    wd=o.weight_decay, wd_bn_bias=True,
+                    cbs=[AcceleratorCallback(accelerator), DivergenceCallback(), *(cbs or [])])
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     return learn

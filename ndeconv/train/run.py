@@ -8,6 +8,7 @@ last: its presence marks a complete run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -22,14 +23,15 @@ from safetensors.torch import save_model
 
 from .. import __version__
 from ..data import load_splits, make_dataloaders
-from ..errors import RecipeError, RunDirError
+from ..errors import DivergedError, RecipeError, RunDirError
 from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
-from ..recipe import HEADLINE, Recipe, parse_budget, parse_recipe, recipe_to_dict
+from ..recipe import HEADLINE, Recipe, parse_budget, parse_recipe, read_text_file, read_yaml, recipe_to_dict
 from .budget import calibrate
 from ..segmentation.loaders import load_segmentation_splits, make_segmentation_dataloaders
-from .callbacks import RichProgressCallback, RunDirCallback
+from .callbacks import NonFinite, RichProgressCallback, RunDirCallback
 from .card import CARD, model_card
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics
+from .lock import LOCK, run_lock
 from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
 from .tracking import TrackerCallback, flat_config
 
@@ -52,62 +54,29 @@ def load_run_recipe(run_dir: str | Path) -> Recipe:
     config = run_dir / CONFIG
     if not config.is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
-    return parse_recipe(yaml.safe_load(config.read_text()), str(config))
+    try:
+        return parse_recipe(read_yaml(read_text_file(config, "run's config.yaml")), str(config))
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{config}: damaged, not valid YAML ({getattr(e, 'problem', e)})") from None
 
 
 def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None, progress: bool,
-         sync_stats: bool, cbs: list | None) -> dict:
-    set_seed(recipe.train.seed)
-    accelerator = make_accelerator(recipe.train.precision, log_with=recipe.train.log_with,
-                                   project_dir=str(run_dir))
-    is_main = accelerator.is_main_process
-    if recipe.task == "segmentation":
-        dls = make_segmentation_dataloaders(recipe, splits=load_segmentation_splits(recipe.data))
-    else:
-        dls = make_dataloaders(recipe, splits=load_splits(recipe.data))
-    model = build_model(recipe)
-    if sync_stats and accelerator.num_processes > 1:
-        from ..distributed import sync_deconv_stats
-
-        sync_deconv_stats(model)
-    rows = read_metrics(run_dir / METRICS) if resuming and (run_dir / METRICS).exists() else []
-    run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
-    progress_cb = RichProgressCallback(console, enabled=progress and is_main)
-    tracking = [TrackerCallback(accelerator, flat_config(recipe))] if recipe.train.log_with else []
-    learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
-    start_epoch = 0
-    if resuming:
-        start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
-        run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
-    else:
-        if recipe.train.budget is not None and recipe.train.steps is None:
-            steps, step_seconds = calibrate(learn, parse_budget(recipe.train.budget))
-            recipe = dataclasses.replace(recipe, train=dataclasses.replace(
-                recipe.train, steps=steps, step_seconds=round(step_seconds, 6)))
-        if is_main:  # the calibrated steps are part of the recipe: a resume takes exactly these
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
-    accelerator.wait_for_everyone()
-    try:
-        fit_recipe(learn, recipe, start_epoch)
-    except KeyboardInterrupt:  # the checkpoint of the last finished epoch stays: resume continues from there
-        progress_cb.close()
-        raise
-    accelerator.wait_for_everyone()
-    last = run_cb.rows[-1]
+def _results(recipe: Recipe, rows: list[dict], learn, dls, accelerator, sync_stats: bool) -> dict:
+    """What ``results.json`` holds: the last epoch's metrics, the run's length and time, the setup."""
     score = HEADLINE[recipe.task][0]
+    last = rows[-1] if rows else {}
     metrics = {k: v for k, v in last.items()
                if k not in ("epoch", "train_loss", "valid_loss", "seconds", "train_seconds")}
-    results = {
+    return {
         "recipe": recipe.name, "model": recipe.model.name, "norm": recipe.model.norm, "task": recipe.task,
-        "score": score, "epochs": len(run_cb.rows), **metrics, "valid_loss": last["valid_loss"],
-        "train_loss": last["train_loss"], f"best_{score}": max(r[score] for r in run_cb.rows),
-        "seconds": round(sum(r["seconds"] for r in run_cb.rows), 3),
-        "train_seconds": round(sum(r["train_seconds"] for r in run_cb.rows), 3),
+        "status": "finished", "score": score, "epochs": len(rows), score: None, **metrics,
+        "valid_loss": last.get("valid_loss"), "train_loss": last.get("train_loss"),
+        f"best_{score}": max((r[score] for r in rows), default=None),
+        "seconds": round(sum(r["seconds"] for r in rows), 3),
+        "train_seconds": round(sum(r["train_seconds"] for r in rows), 3),
         "budget": recipe.train.budget, "steps": recipe.train.steps, "step_seconds": recipe.train.step_seconds,
         "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
@@ -115,12 +84,73 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
         "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
     }
-    if is_main:
-        atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
-        write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows))
-        write_json(run_dir / RESULTS, results)
-    accelerator.wait_for_everyone()
-    return results
+
+
+def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None, progress: bool,
+         sync_stats: bool, cbs: list | None, fresh: bool) -> dict:
+    """Train ``recipe`` into ``run_dir`` (``resuming``: from its checkpoint) under the directory's
+    lock (:func:`run_lock`; a ``fresh`` run takes it only once the input has been checked and
+    built, so bad input leaves nothing behind)."""
+    with contextlib.ExitStack() as held:
+        set_seed(recipe.train.seed)
+        accelerator = make_accelerator(recipe.train.precision, log_with=recipe.train.log_with,
+                                       project_dir=str(run_dir))
+        is_main = accelerator.is_main_process
+        if is_main and not fresh:  # a resume: the directory is ours before anything in it is read
+            held.enter_context(run_lock(run_dir, fresh=False))
+        if recipe.task == "segmentation":
+            dls = make_segmentation_dataloaders(recipe, splits=load_segmentation_splits(recipe.data))
+        else:
+            dls = make_dataloaders(recipe, splits=load_splits(recipe.data))
+        model = build_model(recipe)
+        if sync_stats and accelerator.num_processes > 1:
+            from ..distributed import sync_deconv_stats
+
+            sync_deconv_stats(model)
+        rows = read_metrics(run_dir / METRICS) if resuming and (run_dir / METRICS).exists() else []
+        run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
+        progress_cb = RichProgressCallback(console, enabled=progress and is_main)
+        tracking = [TrackerCallback(accelerator, flat_config(recipe))] if recipe.train.log_with else []
+        learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
+        start_epoch = 0
+        if resuming:
+            start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
+            run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
+        else:
+            if recipe.train.budget is not None and recipe.train.steps is None:
+                steps, step_seconds = calibrate(learn, parse_budget(recipe.train.budget))
+                recipe = dataclasses.replace(recipe, train=dataclasses.replace(
+                    recipe.train, steps=steps, step_seconds=step_seconds))
+            if is_main:  # the calibrated steps are part of the recipe: a resume takes exactly these
+                if fresh:
+                    held.enter_context(run_lock(run_dir, fresh=True))
+                write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
+        accelerator.wait_for_everyone()
+        try:
+            fit_recipe(learn, recipe, start_epoch)
+        except KeyboardInterrupt:  # the checkpoint of the last finished epoch stays: resume continues from there
+            progress_cb.close()
+            raise
+        except NonFinite as e:  # a result, not a crash: recorded, and the last finite checkpoint stays
+            progress_cb.close()
+            results = {**_results(recipe, run_cb.rows, learn, dls, accelerator, sync_stats), "status": "diverged",
+                       HEADLINE[recipe.task][0]: None,
+                       "diverged": {"epoch": e.epoch, "step": e.step, "lr": e.lr, "what": e.what}}
+            if is_main:
+                write_json(run_dir / RESULTS, results)
+            accelerator.wait_for_everyone()
+            kept = f"the checkpoint of epoch {run_cb.rows[-1]['epoch']} is the last finite one" if run_cb.rows \
+                else "no epoch had finished"
+            raise DivergedError(f"{run_dir}: training diverged at epoch {e.epoch}, step {e.step} (learning rate "
+                                f"{e.lr:g}): {e.what}; {kept}", results) from None
+        accelerator.wait_for_everyone()
+        results = _results(recipe, run_cb.rows, learn, dls, accelerator, sync_stats)
+        if is_main:
+            atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
+            write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows))
+            write_json(run_dir / RESULTS, results)
+        accelerator.wait_for_everyone()
+        return results
 
 
 def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | None = None, progress: bool = True,
@@ -134,20 +164,26 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
     checked before the directory is created.
     """
     run_dir = check_writable(Path(out) if out is not None else default_run_dir(recipe), directory=True)
-    if process_state().is_main_process and run_dir.exists() and any(run_dir.iterdir()):
+    if process_state().is_main_process and run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise RunDirError(f"{run_dir}: already exists and is not empty (use --resume {run_dir} to continue it)")
-    return run_dir, _run(recipe, run_dir, False, console, progress, sync_stats, cbs)
+    return run_dir, _run(recipe, run_dir, False, console, progress, sync_stats, cbs, fresh=True)
 
 
 def resume(run_dir: str | Path, *, console: Console | None = None, progress: bool = True,
            sync_stats: bool = True, cbs: list | None = None) -> tuple[Path, dict]:
     """Continue an interrupted run from the checkpoint of its last finished epoch (from the start if
-    it stopped during its first epoch); a finished run returns its results unchanged."""
+    it stopped during its first epoch); a finished run returns its results unchanged, a diverged
+    one raises :class:`DivergedError` again."""
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
     if (run_dir / RESULTS).is_file():
-        return run_dir, json.loads((run_dir / RESULTS).read_text())
+        results = json.loads((run_dir / RESULTS).read_text())
+        if results.get("status") == "diverged":
+            at = results.get("diverged", {})
+            raise DivergedError(f"{run_dir}: this run diverged (epoch {at.get('epoch')}, step {at.get('step')}); "
+                                "train a new run, e.g. with a lower optim.lr", results)
+        return run_dir, results
     if recipe.data.path is not None and not Path(recipe.data.path).exists():
         raise RecipeError(f"{run_dir / CONFIG}: data.path {recipe.data.path} no longer exists")
     resuming = (run_dir / CHECKPOINT).is_file()
-    return run_dir, _run(recipe, run_dir, resuming, console, progress, sync_stats, cbs)
+    return run_dir, _run(recipe, run_dir, resuming, console, progress, sync_stats, cbs, fresh=False)
