@@ -41,8 +41,7 @@ class WhiteningState:
     training step, the first included, and whitens with the running estimate in between: those
     steps cost only the fold. The running estimates keep their meaning, an average over about the
     last ``1 / momentum`` steps: each update moves them by ``1 - (1 - momentum)^k``, what k
-    updates would have moved them, and the first update (no steps before it to average) sets them
-    to the batch's. ``k = 1`` is the paper's layer.
+    updates would have moved them. ``k = 1`` is the paper's layer.
 
     Faster, non-default options: ``stats_grad=False`` treats the batch's mean and ``D`` as
     constants in backward (gradients reach the weights only through the fold);
@@ -105,15 +104,10 @@ class WhiteningState:
 
     @property
     def update_momentum(self) -> float:
-        """How far the next update moves the running estimates: ``momentum`` compounded over
-        ``update_every`` steps (exactly ``momentum`` for k = 1: ``1 - (1 - 0.1)`` is not 0.1 in
-        floating point). With k > 1 the first update takes the batch's estimate whole: the steps
-        until the next one whiten with it, and an average that still held most of the identity it
-        starts from would leave them unwhitened (VGG-11 diverged within 15 steps at lr 0.1)."""
+        """How far one update moves the running estimates: ``momentum`` compounded over ``update_every`` steps
+        (exactly ``momentum`` for k = 1: ``1 - (1 - 0.1)`` is not 0.1 in floating point)."""
         if self.update_every == 1:
             return self.momentum
-        if int(self.num_batches_tracked) == 0:
-            return 1.0
         return 1.0 - (1.0 - self.momentum) ** self.update_every
 
     def _take_step(self) -> bool:
@@ -169,9 +163,8 @@ class WhiteningState:
                 mean, cov = DF.whitening_stats(batch, self.eps)
             deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
-            momentum = self.update_momentum
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-            self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), momentum)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.update_momentum)
+            self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.update_momentum)
             self.num_batches_tracked.add_(1)
         return mean, deconv
 

@@ -61,7 +61,6 @@ class ChannelDeconv(WhiteningState, nn.Module):
         width = self.num_blocks * self.block
         dtype = math_dtype(x.dtype)
         use_batch = self._take_step()  # decided once for both parts: it counts the step
-        momentum = self.update_momentum  # likewise: _estimate counts the update
         with float32_math(x.device):
             samples = self._samples(x) if use_batch else None
             mean, deconv = self._estimate(
@@ -76,13 +75,12 @@ class ChannelDeconv(WhiteningState, nn.Module):
             ).flatten(-2)
             rest = channels_last[..., width:]
             if rest.shape[-1]:
-                rest_mean, rest_var = self._rest_mean_var(None if samples is None else samples[:, width:], dtype,
-                                                          momentum)
+                rest_mean, rest_var = self._rest_mean_var(None if samples is None else samples[:, width:], dtype)
                 rest = (rest - rest_mean) * torch.rsqrt(rest_var + self.eps)
             out = torch.cat([whitened, rest], dim=-1)
         return out.movedim(-1, 1).to(x.dtype)
 
-    def _rest_mean_var(self, samples: Tensor | None, dtype: torch.dtype, momentum: float) -> tuple[Tensor, Tensor]:
+    def _rest_mean_var(self, samples: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Per-channel mean and variance of the leftover channels: of ``samples``, else running."""
         if samples is None:
             return self.running_mean_rest.to(dtype), self.running_var_rest.to(dtype)
@@ -93,8 +91,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
             else:
                 var, mean = torch.var_mean(samples, dim=0, correction=0)
         with torch.no_grad():
-            self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), momentum)
-            self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), momentum)
+            self.running_mean_rest.lerp_(mean.to(self.running_mean_rest.dtype), self.update_momentum)
+            self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.update_momentum)
         return mean, var
 
     @torch.no_grad()
