@@ -217,3 +217,23 @@ def test_the_step_counter_survives_resume_bit_exactly(tiny_parquet, tmp_path):
     counters = {k: int(v) for k, v in state["model"].items() if k.endswith("num_steps")}
     assert counters and set(counters.values()) == {3 * 8}
     assert_identical(state, run_state(tmp_path / "ref"))
+
+
+def test_eval_refolds_after_training_that_updates_data_in_place():
+    """fastai's optimizer steps ``p.data`` in place, which leaves ``p._version`` alone: the eval fold
+    cache must not outlive a training phase (a frozen layer's running estimate never invalidates it)."""
+    layer = _layer(freeze_iter=1)
+    x = _batches(1)[0]
+    layer(x)  # the one update; frozen from now on
+    layer.eval()
+    with torch.no_grad():
+        before = layer(x)
+    layer.train()
+    layer.weight.data.mul_(2.0)  # as an optimizer step through .data: the version counter stays
+    layer.bias.data.add_(1.0)
+    layer.eval()
+    with torch.no_grad():
+        after = layer(x)
+        fresh = layer.fused()(x)
+    torch.testing.assert_close(after, fresh, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(after, before)

@@ -125,6 +125,15 @@ class WhiteningState:
         self.num_steps.add_(1)
         return (self.freeze_iter is None or step < self.freeze_iter) and step % self.update_every == 0
 
+    def train(self, mode: bool = True):
+        """Training mode, dropping the eval fold cache: an optimizer that updates ``p.data`` in
+        place (fastai's) leaves a parameter's version counter as it was, so a cache keyed on it
+        would outlive the weights it folded (a frozen layer's running estimate never changes to
+        invalidate it)."""
+        if mode:
+            self._fold_cache = None
+        return super().train(mode)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # layers saved before num_steps existed had taken one step per tracked batch
         if prefix + "num_steps" not in state_dict and prefix + "num_batches_tracked" in state_dict:
@@ -169,7 +178,8 @@ class WhiteningState:
         return mean, deconv
 
     def _fold_cached(self, fold: Callable[[], Fold], inputs: tuple[Tensor | None, ...]) -> Fold:
-        """``fold()``, memoised in eval while none of ``inputs`` changed (data pointer, version).
+        """``fold()``, memoised in eval while none of ``inputs`` changed (data pointer, version) and the
+        layer was not put back in training mode.
 
         Training, or a forward that needs gradients to the weights, always folds afresh, so eval
         under ``no_grad`` costs one plain convolution / matmul. Under ``torch.compile`` the fold is
