@@ -111,7 +111,7 @@ def check_precisions(dev: torch.device, batch: int) -> bool:
         scaler.update()
         stats = {m.running_deconv.dtype for m in model.modules() if hasattr(m, "running_deconv")}
         good = bool(torch.isfinite(loss)) and grads_finite and stats == {torch.float32}
-        ok &= _report(name, good, f"loss {float(loss):.4f}, gradients finite {grads_finite}, statistics {stats}")
+        ok &= _report(name, good, f"loss {float(loss.detach()):.4f}, gradients finite {grads_finite}, statistics {stats}")
     return ok
 
 

@@ -269,7 +269,7 @@ def main() -> None:
                 print(f"{name:<18s} {batch:>5d} {variant:<10s} {step * 1e3:9.0f} {step / steps[0]:6.2f} "
                       f"{ev * 1e3:8.0f} {ev / evals[0]:6.2f} {train_memory_mb(model, x, y):10.0f}")
             if name == args.breakdown and batch == batches[0]:
-                nd = next(m for m, k in models.values() if k == 1) if 1 in ks else build(name, "deconv", overrides, dev)
+                nd = models["ND"][0] if 1 in ks else build(name, "deconv", overrides, dev)  # the paper's k = 1
                 breakdown(nd, x, args.repeat, sync, ks)
             del models
 
