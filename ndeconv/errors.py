@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of ``error``'s message (its type's name when it has none), cut to ``limit``
+    characters: what a one-line error may quote of another library's exception."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 class NdeconvError(Exception):
     """Base class of the errors caused by bad input (recipe, data, run directory)."""
 

@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_file
 from torch import nn
 
-from .errors import RunDirError
+from .errors import RunDirError, first_line
 from .fuse import fuse
 from .io import atomic_write, check_writable
 from .recipe import Recipe
@@ -35,10 +35,10 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Recipe]:
     try:
         load_model(model, str(weights))
     except (SafetensorError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, 200)
         raise RunDirError(f"{weights}: unreadable weights, truncated or damaged ({first})") from None
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0][:300]
+        first = first_line(e, 300)
         raise RunDirError(f"{weights}: does not match the model in {CONFIG} ({first})") from None
     return model.eval(), recipe
 

@@ -45,14 +45,14 @@ def _write_error(path: Path, error: BaseException):
     import resource
     import shutil
 
-    from .errors import OutputError
+    from .errors import OutputError, first_line
 
     if isinstance(error, OSError) and error.strerror:
         reason = error.strerror
         if error.errno == errno.EFBIG:
             reason += " (the file-size limit, ulimit -f)"
     else:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        reason = first_line(error, 160)
         soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
         try:
             free = shutil.disk_usage(path.parent).free

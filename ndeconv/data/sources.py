@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..recipe import DataSpec
 
 __all__ = ["Splits", "load_splits", "load_hub", "check_splits", "digits_dataset"]
@@ -87,7 +87,7 @@ def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.Datase
             empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(e))
             if empty:
                 raise DataError(f"{source}: split '{empty.group(1)}' of {path} is empty (no rows)") from None
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e, 200)
             raise DataError(f"{source}: cannot read the parquet files of {path} ({first})") from None
         return ds, spec.image_column, spec.label_column, f"parquet-{_fingerprint(all_files)}"
     if (path / spec.train_split).is_dir():
@@ -105,7 +105,7 @@ def load_hub(spec: DataSpec, source: str = "data") -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(spec.hub_id)
     except Exception as e:  # offline, unknown id, gated: all end here
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
                         "pass --data PATH to a local copy") from None
 

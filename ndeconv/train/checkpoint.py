@@ -81,7 +81,7 @@ def read_checkpoint(path: Path) -> dict:
     of it runs, and a damaged file is a :class:`RunDirError` naming it."""
     import pickle
 
-    from ..errors import RunDirError
+    from ..errors import RunDirError, first_line
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -89,7 +89,7 @@ def read_checkpoint(path: Path) -> dict:
         raise RunDirError(f"{path}: holds objects other than tensors and numbers; not a checkpoint ndeconv wrote, "
                           "refusing to load it") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 200)
         raise RunDirError(f"{path}: unreadable checkpoint, truncated or damaged ({reason})") from None
 
 
