@@ -16,7 +16,7 @@ import torch
 
 from ndeconv.data import make_dataloaders
 from ndeconv.recipe import load_recipe
-from ndeconv.train import build_model
+from ndeconv.rundir import build_model
 
 
 def main() -> None:

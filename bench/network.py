@@ -42,7 +42,7 @@ import ndeconv  # noqa: E402
 from ndeconv import functional as DF  # noqa: E402
 from ndeconv.layers import Delinear, FastDeconv  # noqa: E402
 from ndeconv.recipe import load_recipe  # noqa: E402
-from ndeconv.train.learner import build_model  # noqa: E402
+from ndeconv.rundir import build_model  # noqa: E402
 
 FAST = {"model.deconv.stats_grad": "false", "model.deconv.max_samples": "2048"}
 

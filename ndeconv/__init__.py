@@ -1,8 +1,13 @@
-"""ndeconv: network deconvolution (Ye et al., ICLR 2020) for timm, fastai and Accelerate."""
+"""ndeconv: network deconvolution (Ye et al., ICLR 2020) for timm, fastai and Accelerate.
+
+The public API. Imports the math, the layers, the conversion and the models; ``load`` and
+``push`` on first use; never the training stack (see README, "Layout").
+"""
 
 from . import functional, models
 from .convert import ConversionReport, UnsupportedLayerError, deconvolve, stem_settings
 from .distributed import sync_deconv_stats
+from .errors import NdeconvError
 from .fuse import fuse
 from .init import reset_parameters
 from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
@@ -13,7 +18,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``load`` and ``push`` (:mod:`ndeconv.hub`) import the training stack, so only when first used."""
+    """``load`` and ``push`` (:mod:`ndeconv.hub`: the run loader, safetensors, the hub client) are
+    imported when first used; neither needs fastai or Accelerate."""
     if name in ("load", "push"):
         from . import hub
 
@@ -40,6 +46,7 @@ __all__ = [
     "push",
     "ConversionReport",
     "UnsupportedLayerError",
+    "NdeconvError",
     "register_rule",
     "get_rule",
     "list_rules",

@@ -2,11 +2,15 @@
 
 Bad input (recipe, data, run directory, unsupported layer) ends with one ``error: ...`` line on
 stderr and exit status 2, never a traceback.
+
+Floor: the top one: it may import every module; none imports it. The one place that speaks of
+command-line options (``FLAG_KEYS``, ``ARGUMENT_FLAGS``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +32,8 @@ err_console = Console(stderr=True)
 
 DEFAULT_RECIPE = "digits"
 MAX_ERROR = 2000  # characters of an error line
+#: The library arguments an error may start with (``NdeconvError.argument``) and the option the user typed.
+ARGUMENT_FLAGS = {"grid": "--grid", "norms": "--norms", "time_budgets": "--budget", "fmt": "--format"}
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -36,15 +42,17 @@ def friendly_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .convert import UnsupportedLayerError
         from .errors import NdeconvError
 
         try:
             return fn(*args, **kwargs)
-        except (NdeconvError, UnsupportedLayerError) as e:
+        except NdeconvError as e:
             from rich.markup import escape
 
             line = " ".join(str(e).split())  # one line, whatever the message held
+            flag = ARGUMENT_FLAGS.get(e.argument or "")
+            if flag and line.startswith(e.argument):  # the library names its argument, the user typed a flag
+                line = flag + line[len(e.argument):]
             line = line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 3] + "..."
             err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -122,30 +130,35 @@ def list_recipes() -> None:
     console.print(table)
 
 
-FLAG_KEYS = {"model.name": "--model", "model.norm": "--norm", "train.epochs": "--epochs", "optim.lr": "--lr",
-             "train.batch_size": "--batch-size", "train.precision": "--precision", "data.path": "--data",
-             "train.limit_train": "--limit-train", "train.seed": "--seed", "train.log_with": "--log-with"}
+#: The options that set a recipe key, and the key each sets (the one table of them).
+FLAG_KEYS = {"--model": "model.name", "--norm": "model.norm", "--budget": "train.budget", "--epochs": "train.epochs",
+             "--lr": "optim.lr", "--batch-size": "train.batch_size", "--precision": "train.precision",
+             "--data": "data.path", "--limit-train": "train.limit_train", "--seed": "train.seed",
+             "--log-with": "train.log_with"}
 
 
-def _overrides(model: str | None, norm: str | None, epochs: int | None, lr: float | None, batch_size: int | None,
-               precision: str | None, data: Path | None, limit_train: int | None, seed: int | None,
-               log_with: str | None, sets: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The recipe overrides of the flags and ``--set`` items, and the option each came from (for errors)."""
+def _flag_value(flag: str, value: Any) -> Any:
+    """An option's value as its recipe key takes it: ``--data`` an absolute path, ``--log-with`` a list."""
+    if flag == "--data":
+        return str(Path(value).expanduser().resolve())
+    if flag == "--log-with":
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+def _overrides(flags: dict[str, Any], sets: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The recipe overrides of the given options (``{"--lr": 0.1, "--model": None, ...}``; None: not
+    given) and ``--set`` items, and the option each came from (for errors)."""
     from .errors import RecipeError
 
-    flags = {"model.name": model, "model.norm": norm, "train.epochs": epochs, "optim.lr": lr,
-             "train.batch_size": batch_size, "train.precision": precision,
-             "data.path": None if data is None else str(data.expanduser().resolve()),
-             "train.limit_train": limit_train, "train.seed": seed,
-             "train.log_with": None if log_with is None else [t.strip() for t in log_with.split(",") if t.strip()]}
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    sources = {k: FLAG_KEYS[k] for k in overrides}
+    overrides = {FLAG_KEYS[flag]: _flag_value(flag, value) for flag, value in flags.items() if value is not None}
+    sources = {FLAG_KEYS[flag]: flag for flag, value in flags.items() if value is not None}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--set {item}: expected key.sub=value")
         overrides[key.strip()] = value
-        sources.pop(key.strip(), None)
+        sources[key.strip()] = f"--set {key.strip()}"
     return overrides, sources
 
 
@@ -184,9 +197,11 @@ def train_cmd(
                                                       "trackio, wandb (train.log_with); files go to RUN_DIR/logs."),
     set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),
-    num_processes: int = typer.Option(1, min=1, help="Data-parallel processes, launched with `accelerate launch`."),
-    sync_stats: bool = typer.Option(True, "--sync-stats/--no-sync-stats",
-                                    help="All-reduce deconvolution statistics across processes."),
+    num_processes: Optional[int] = typer.Option(None, min=1, help="Data-parallel processes, launched with "
+                                                "`accelerate launch` (default 1; a resume: the run's own)."),
+    sync_stats: Optional[bool] = typer.Option(None, "--sync-stats/--no-sync-stats",
+                                              help="All-reduce deconvolution statistics across processes "
+                                                   "(default on; a resume: the run's own)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a recipe (default: the bundled digits recipe with deconvolution) into a run directory."""
@@ -195,34 +210,35 @@ def train_cmd(
     from .train import resume as resume_run
     from .train import train
 
-    from .errors import OutputError, RecipeError
+    from .errors import LaunchError, OutputError, RecipeError
     from .io import check_writable
+    from .launch import LAUNCHED_ENV, LOST_PEER
 
     _quiet_datasets(quiet)
+    launched = os.environ.get("WORLD_SIZE")  # this process is one of a launch's: it trains, it does not launch
+    if launched is not None and num_processes is not None and str(num_processes) != launched:
+        raise LaunchError(f"--num-processes {num_processes}: this process is one of {launched} launched processes")
+    flags = {"--model": model, "--norm": norm, "--budget": budget, "--epochs": epochs, "--lr": lr,
+             "--batch-size": batch_size, "--precision": precision, "--data": data, "--limit-train": limit_train,
+             "--seed": seed, "--log-with": log_with}
     if resume is None:
         if budget is not None and epochs is not None:
             raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
-        overrides, sources = _overrides(model, norm, epochs, lr, batch_size, precision, data, limit_train, seed,
-                                        log_with, set_)
-        if budget is not None:
-            overrides, sources = {"train.budget": budget, **overrides}, {"train.budget": "--budget", **sources}
-        r = load_recipe(recipe, overrides, sources)
+        r = load_recipe(recipe, *_overrides(flags, set_))
         run_dir = check_writable(out or default_run_dir(r), directory=True)
     else:
-        given = {"a recipe": recipe != DEFAULT_RECIPE, "--model": model, "--norm": norm, "--epochs": epochs,
-                 "--budget": budget, "--lr": lr, "--batch-size": batch_size, "--precision": precision, "--data": data,
-                 "--out": out,
-                 "--limit-train": limit_train, "--seed": seed, "--log-with": log_with, "--set": set_}
+        given = {"a recipe": recipe != DEFAULT_RECIPE, **flags, "--out": out, "--set": set_}
         extra = [name for name, value in given.items() if value not in (None, False, [])]
         if extra:
             raise RecipeError(f"--resume continues {resume} with its own recipe; drop {', '.join(extra)} "
                               "(or start a new run)")
         run_dir = check_writable(resume, directory=True)
-    if num_processes > 1:
-        from .launch import launch_train
-
-        code, results = launch_train(num_processes, run_dir, None if resume is not None else r,
-                                     sync_stats=sync_stats, quiet=quiet)
+        num_processes, sync_stats = _resume_launch(run_dir, num_processes, sync_stats)
+    num_processes = num_processes or 1
+    sync_stats = True if sync_stats is None else sync_stats
+    continue_hint = f"continue from the last finished epoch with `ndeconv train --resume {run_dir}`"
+    if num_processes > 1 and launched is None:
+        code = _launch(num_processes, run_dir, None if resume is not None else r, sync_stats, quiet, continue_hint)
         if code != 0:
             raise typer.Exit(code)
         return  # rank 0 of the launched processes printed the summary
@@ -231,21 +247,69 @@ def train_cmd(
             run_dir, results = train(r, run_dir, console=err_console, progress=not quiet, sync_stats=sync_stats)
         else:
             run_dir, results = resume_run(resume, console=err_console, progress=not quiet, sync_stats=sync_stats)
+    except LaunchError as e:
+        if not e.lost_peer:
+            raise
+        if os.environ.get(LAUNCHED_ENV):  # ndeconv's launcher names the process that died
+            raise typer.Exit(LOST_PEER) from None
+        raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
+                          f"launch and `--resume {run_dir}`") from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
                           f"{run_dir}`", soft_wrap=True, highlight=False)
         raise typer.Exit(130) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
-        from .train.run import CONFIG
+        from .rundir import CONFIG
 
         if not (run_dir / CONFIG).is_file():
             raise
-        raise OutputError(f"{e}; once there is room, continue from the last finished epoch with "
-                          f"`ndeconv train --resume {run_dir}`") from None
+        raise OutputError(f"{e}; once there is room, {continue_hint}") from None
     from .train.learner import process_state
 
     if process_state().is_main_process:
         console.print(summary_table(run_dir, results))
+
+
+def _launch(num_processes: int, run_dir: Path, recipe, sync_stats: bool, quiet: bool, continue_hint: str) -> int:
+    """``ndeconv train`` on N processes: the resolved recipe travels to them as a file (so every
+    override applies on every rank), or they resume ``run_dir`` (``recipe`` None)."""
+    import tempfile
+
+    from .errors import LaunchError
+    from .io import write_yaml
+    from .launch import launch_train
+    from .recipe import recipe_to_dict
+
+    with tempfile.TemporaryDirectory(prefix="ndeconv-recipe-") as tmp:
+        args = ["--resume", str(run_dir)]
+        if recipe is not None:
+            args = [str(write_yaml(Path(tmp) / f"{recipe.name}.yaml", recipe_to_dict(recipe))), "--out", str(run_dir)]
+        args += ["--sync-stats" if sync_stats else "--no-sync-stats"] + (["--quiet"] if quiet else [])
+        try:
+            return launch_train(num_processes, args)
+        except LaunchError as e:
+            raise LaunchError(f"{e}; {continue_hint}") from None
+
+
+def _resume_launch(run_dir: Path, num_processes: int | None,
+                   sync_stats: bool | None) -> tuple[int | None, bool | None]:
+    """The process count and statistics synchronisation to resume ``run_dir`` with: the run's own,
+    recorded when it started; a flag asking for other ones is refused."""
+    from .errors import LaunchError
+    from .train.processes import read_launch
+
+    launch = read_launch(run_dir) if run_dir.is_dir() else None
+    if launch is None:
+        return num_processes, sync_stats
+    if num_processes is not None and num_processes != launch["num_processes"]:
+        raise LaunchError(f"--num-processes {num_processes}: {run_dir} was trained on {launch['num_processes']} "
+                          "process(es) and resumes on them (other batches would give other numbers); drop "
+                          "--num-processes")
+    if sync_stats is not None and sync_stats != launch["sync_stats"]:
+        flag = "--sync-stats" if sync_stats else "--no-sync-stats"
+        raise LaunchError(f"{flag}: {run_dir} was trained with{'out' if sync_stats else ''} synchronised "
+                          f"statistics and resumes so; drop {flag}")
+    return launch["num_processes"], launch["sync_stats"]
 
 
 def _csv_list(text: str, option: str, cast: type = str) -> list:
@@ -282,19 +346,18 @@ def compare_cmd(
 ) -> None:
     """Train each model with BN and with deconvolution for each epoch budget (and grid setting and
     seed); write the paper's Table 1 and, with --grid, the best setting per model and norm."""
-    import timm
-
     from .compare import equal_time_table, parse_grid, rich_table, run_comparison, write_outputs
     from .errors import RecipeError
     from .recipe import load_recipe
+    from .tasks import get_task
 
     _quiet_datasets(quiet)
-    r = load_recipe(recipe, *_overrides(None, None, None, None, None, None, data, limit_train, None, None, set_))
+    r = load_recipe(recipe, *_overrides({"--data": data, "--limit-train": limit_train}, set_))
     names = _csv_list(models, "--models") if models else [r.model.name]
-    torchvision_ok = r.task == "segmentation"  # segmentation also takes torchvision:<model>
-    unknown = [m for m in names if not timm.is_model(m) and not (torchvision_ok and m.startswith("torchvision:"))]
+    unknown = [m for m in names if not get_task(r.task).accepts_model(m)]
     if unknown:
-        raise RecipeError(f"--models: unknown timm model '{unknown[0]}'")
+        raise RecipeError(f"--models: unknown model '{unknown[0]}' for the {r.task} task (timm.list_models() lists "
+                          "timm's)")
     time_budgets = _csv_list(budget, "--budget") if budget else []
     if epochs:
         budgets = _csv_list(epochs, "--epochs", int)
@@ -347,7 +410,7 @@ def viz_cmd(
     if kind == "segmentation":
         if not run:
             raise RecipeError("viz segmentation: give the runs to show with --run RUN_DIR (repeatable)")
-        from .train.run import load_run_recipe
+        from .rundir import load_run_recipe
 
         labels = [f"{NORM_LABEL[load_run_recipe(r).model.norm]} ({r.name})" for r in run]
         console.print(f"wrote {viz.plot_segmentation(dict(zip(labels, run)), out)}", highlight=False)
@@ -379,15 +442,19 @@ def _viz_images(data: Path | None, image_column: str):
 
     if data is None:
         return viz.sample_images()
-    from .data import load_splits
+    from .data import load_path
     from .data.tensors import decode_split
-    from .recipe import DataSpec
+    from .errors import DataError
 
-    splits = load_splits(DataSpec(num_classes=1, image_size=64, mean=[0.5] * 3, std=[0.5] * 3,
-                                  path=str(data.expanduser().resolve()), image_column=image_column))
-    subset = splits.train.select(range(min(64, len(splits.train))))
+    ds, image_column, label_column, _ = load_path(data.expanduser().resolve(), image_column=image_column,
+                                                  source="--data")
+    columns = ds["train"].column_names
+    missing = [c for c in (image_column, label_column) if c not in columns]
+    if missing:
+        raise DataError(f"--data {data}: its train split has no column '{missing[0]}' (columns: {', '.join(columns)})")
+    subset = ds["train"].select(range(min(64, len(ds["train"]))))
     labels_ignored = 1 << 30
-    images, _ = decode_split(subset, splits.image_column, splits.label_column, 3, 64, labels_ignored)
+    images, _ = decode_split(subset, image_column, label_column, 3, 64, labels_ignored)
     return images.double() / 255.0
 
 

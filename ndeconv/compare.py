@@ -11,6 +11,8 @@ Outputs: ``table.csv`` keeps every run; ``table.md`` shows the paper's Table 1 l
 recipe's own setting (the paper's protocol) averaged over seeds and, with a grid, the best
 setting per model, norm and budget; ``curves.png`` plots validation accuracy against epochs
 and against training seconds.
+
+Floor: above ``train`` and the run directory; below the command line.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from rich.table import Table
 
 from .errors import DivergedError, RecipeError, RunDirError
 from .io import atomic_write, write_text
-from .recipe import HEADLINE, Recipe, apply_override, budget_label, parse_budget, recipe_to_dict
-from .train.checkpoint import METRICS, read_metrics
-from .train.run import CONFIG, load_run_recipe, resume, train
+from .recipe import Recipe, apply_override, budget_label, parse_budget, recipe_to_dict
+from .rundir import CONFIG, METRICS, load_run_recipe, read_metrics
+from .tasks import metric_label
+from .train.run import resume, train
 
 __all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "equal_time_rows",
            "accuracy_curve", "time_to_accuracy_rows", "table_markdown", "table_csv", "equal_time_table", "plot_curves",
@@ -81,14 +84,15 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
         key = key.strip()
         options = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not key or not options:
-            raise RecipeError(f"--grid {item}: expected key.sub=value1,value2,...")
+            raise RecipeError(f"grid {item}: expected key.sub=value1,value2,...", argument="grid")
         scope, colon, bare = key.rpartition(":")
         if colon and (scope not in NORMS or not bare):
-            raise RecipeError(f"--grid {item}: a scoped key is norm:key.sub with norm one of {', '.join(NORMS)}")
+            raise RecipeError(f"grid {item}: a scoped key is norm:key.sub with norm one of {', '.join(NORMS)}",
+                              argument="grid")
         if key in grid:
-            raise RecipeError(f"--grid {key}: given twice")
+            raise RecipeError(f"grid {key}: given twice", argument="grid")
         if len(set(options)) != len(options):
-            raise RecipeError(f"--grid {item}: a value is repeated")
+            raise RecipeError(f"grid {item}: a value is repeated", argument="grid")
         grid[key] = options
     return grid
 
@@ -128,7 +132,10 @@ def _variant(recipe: Recipe, model: str, norm: str, length: int | str, setting: 
     for key, value in fixed:
         recipe = apply_override(recipe, key, value, source="compare")
     for key, value in setting:
-        recipe = apply_override(recipe, key, value, source=f"--grid {key}={value}")
+        try:
+            recipe = apply_override(recipe, key, value, source=f"grid {key}={value}")
+        except RecipeError as e:
+            raise RecipeError(str(e), argument="grid") from None
     return recipe
 
 
@@ -144,7 +151,7 @@ def _run_one(recipe: Recipe, run_dir: Path, console: Console | None, progress: b
         if recipe.train.budget is not None and recipe.train.steps is None:  # the run's calibration is its own
             existing = replace(existing, train=replace(existing.train, steps=None, step_seconds=None))
         if existing != recipe:
-            raise RunDirError(f"{run_dir}: holds a run with different settings; use another --out")
+            raise RunDirError(f"{run_dir}: holds a run with different settings; choose another output directory")
     try:
         if (run_dir / CONFIG).is_file():
             return resume(run_dir, console=console, progress=progress)[1]  # finished runs return their results
@@ -183,9 +190,13 @@ def run_comparison(recipe: Recipe, models: list[str], budgets: list[int], out: P
     """
     unknown = [n for n in norms if n not in NORMS]
     if unknown or not norms:
-        raise RecipeError(f"--norms: choose from {', '.join(NORMS)}, got {', '.join(norms) or 'nothing'}")
+        raise RecipeError(f"norms: choose from {', '.join(NORMS)}, got {', '.join(norms) or 'nothing'}",
+                          argument="norms")
     for budget in time_budgets:
-        parse_budget(budget, "--budget")
+        try:
+            parse_budget(budget, "time_budgets")
+        except RecipeError as e:
+            raise RecipeError(str(e), argument="time_budgets") from None
     lengths = [*budgets, *(budget_label(b) for b in time_budgets)]
     cells = []
     for cell, variant in _plan(recipe, models, lengths, out, grid or {}, seeds, norms):
@@ -204,7 +215,7 @@ def run_comparison(recipe: Recipe, models: list[str], budgets: list[int], out: P
 def _metric(cells: list[Cell]) -> tuple[str, str]:
     """The headline metric of the cells' task (accuracy, or mean IoU for segmentation): key and label."""
     key = cells[0].results.get("score", "accuracy") if cells else "accuracy"
-    return key, dict(HEADLINE.values()).get(key, key)
+    return key, metric_label(key)
 
 
 def diverged(cells: list[Cell]) -> bool:

@@ -1,20 +1,21 @@
-"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place."""
+"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place.
+
+Floor: beside the rules it applies; imports the rules, the layers (through them) and the errors.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from torch import nn
 
+from .errors import UnsupportedLayerError
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
 __all__ = ["deconvolve", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
-
-
-class UnsupportedLayerError(TypeError):
-    """A convolution or norm layer that no conversion rule covers."""
 
 
 @dataclass
@@ -70,6 +71,15 @@ def _turn_off_inplace(model: nn.Module) -> list[str]:
     return paths
 
 
+def _with_settings(config: DeconvConfig, settings: dict[str, Any]) -> DeconvConfig:
+    """``config`` with the keyword ``settings`` replaced; an unknown one names the known ones."""
+    known = [f.name for f in fields(DeconvConfig)]
+    unknown = [name for name in settings if name not in known]
+    if unknown:
+        raise TypeError(f"deconvolve: unknown setting '{unknown[0]}' (DeconvConfig has {', '.join(known)})")
+    return replace(config, **settings)
+
+
 def stem_settings(model: nn.Module) -> dict[str, int]:
     """The architecture's own first-layer settings (``n_iter``, ``freeze_iter``), from its
     ``pretrained_cfg["deconv_stem"]`` (see ``ndeconv.models.PAPER_STEM``); empty if it has none."""
@@ -77,37 +87,23 @@ def stem_settings(model: nn.Module) -> dict[str, int]:
     return dict(cfg.get("deconv_stem") or {})
 
 
-def deconvolve(
-    model: nn.Module,
-    block: int = 64,
-    block_fc: int = 512,
-    sampling_stride: int = 3,
-    n_iter: int = 5,
-    eps: float = 1e-5,
-    stem_n_iter: int | None = None,
-    stem_freeze_iter: int | None = None,
-    stats_grad: bool = True,
-    max_samples: int | None = None,
-    whiten_depthwise: bool = False,
-    update_every: int = 1,
-    strict: bool = True,
-) -> nn.Module:
+def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: bool = True,
+               **settings: Any) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
+
+    The settings are a :class:`DeconvConfig` (``config``, default ``DeconvConfig()``), with any
+    of its fields given as keywords on top: ``deconvolve(model, block=16)``,
+    ``deconvolve(model, recipe.model.deconv, update_every=4)``.
 
     Every ``Conv2d`` becomes :class:`FastDeconv` (``Conv1d``: :class:`FastDeconv1d`, ``Conv3d``:
     :class:`FastDeconv3d`, ``ConvTranspose2d``: :class:`FastDeconvTranspose2d`, timm's
-    ``Conv2dSame``: :class:`FastDeconvSame`; same geometry and weights, ``block``,
-    ``sampling_stride``, ``n_iter``, ``eps``), every batch norm is removed (fused norm+act layers
-    keep their activation), and with ``block_fc > 0`` the classifier ``Linear`` becomes
-    :class:`Delinear`. The first conv gets ``stem_n_iter`` steps and freezes its estimate after
-    ``stem_freeze_iter`` steps; left as ``None``, they come from the architecture's
-    :func:`stem_settings` (the paper's VGG: 15 steps, frozen after 100), else ``n_iter`` and no
-    freezing. ``stats_grad=False``, ``max_samples`` and ``update_every`` (recompute the statistics
-    on every k-th training step only) are the layers' faster, non-default options (see
-    :class:`FastDeconv`). Depthwise convs stay plain convolutions (their norms are
-    removed all the same) unless ``whiten_depthwise=True``: whitening each channel's own
-    neighbourhood on its own trains MobileNet/EfficientNet far worse. The rules come from the
-    registry (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
+    ``Conv2dSame``: :class:`FastDeconvSame`; same geometry and weights), every batch norm is
+    removed (fused norm+act layers keep their activation), and with ``block_fc > 0`` the
+    classifier ``Linear`` becomes :class:`Delinear`. The first conv takes the stem's settings
+    (left as None, the architecture's :func:`stem_settings`: the paper's VGG takes 15 steps and
+    freezes after 100). Depthwise convs stay plain convolutions (their norms are removed all the
+    same) unless ``whiten_depthwise``. The rules come from the registry
+    (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
     :class:`UnsupportedLayerError` naming it (``strict=True``) or is kept with a warning.
     In-place activations and dropouts are made out-of-place: with the norms gone they could
     overwrite a tensor a deconvolution layer saved for backward. Converting twice
@@ -118,12 +114,11 @@ def deconvolve(
     rate: to start from the paper's (PyTorch's default) initialisation instead of a timm model's
     BN-tuned one, call :func:`ndeconv.reset_parameters` on the model first.
     """
+    config = _with_settings(config or DeconvConfig(), settings)
     stem = stem_settings(model)
-    config = DeconvConfig(block=block, block_fc=block_fc, sampling_stride=sampling_stride, n_iter=n_iter, eps=eps,
-                          stem_n_iter=stem.get("n_iter") if stem_n_iter is None else stem_n_iter,
-                          stem_freeze_iter=stem.get("freeze_iter") if stem_freeze_iter is None else stem_freeze_iter,
-                          stats_grad=stats_grad, max_samples=max_samples, whiten_depthwise=whiten_depthwise,
-                          update_every=update_every)
+    config = replace(config, stem_n_iter=stem.get("n_iter") if config.stem_n_iter is None else config.stem_n_iter,
+                     stem_freeze_iter=stem.get("freeze_iter") if config.stem_freeze_iter is None
+                     else config.stem_freeze_iter)
     report = ConversionReport()
     stem_path, classifier = _stem_path(model), _classifier_path(model)
 

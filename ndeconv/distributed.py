@@ -1,4 +1,7 @@
-"""Multi-process deconvolution: synchronised whitening statistics (the analogue of SyncBatchNorm)."""
+"""Multi-process deconvolution: synchronised whitening statistics (the analogue of SyncBatchNorm).
+
+Floor: beside the rules; imports the layers.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""User-facing errors: each carries a one-line message that the CLI prints without a traceback."""
+"""User-facing errors: each carries a one-line message that the CLI prints without a traceback.
+
+Floor: serves every floor; imports nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,16 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
 
 
 class NdeconvError(Exception):
-    """Base class of the errors caused by bad input (recipe, data, run directory)."""
+    """Base class of the errors caused by bad input (recipe, data, run directory, model, launch):
+    every one the library raises for input it cannot use is one of these.
+
+    ``argument`` names the function argument the message is about, when it starts with it
+    (``grid optim.lr=x: ...``): the command line puts its own option in its place.
+    """
+
+    def __init__(self, *args: object, argument: str | None = None):
+        super().__init__(*args)
+        self.argument = argument
 
 
 class RecipeError(NdeconvError, ValueError):
@@ -30,6 +42,10 @@ class OutputError(NdeconvError, ValueError):
     """An output path (run directory, picture, export file) that cannot be written."""
 
 
+class UnsupportedLayerError(NdeconvError, TypeError):
+    """A convolution or norm layer that no conversion rule covers (see :func:`ndeconv.register_rule`)."""
+
+
 class HubError(NdeconvError, OSError):
     """The Hugging Face hub cannot be reached, or has no such repository, or refused an upload."""
 
@@ -41,3 +57,19 @@ class DivergedError(NdeconvError, ArithmeticError):
     def __init__(self, message: str, results: dict | None = None):
         super().__init__(message)
         self.results = results or {}
+
+
+class LaunchError(NdeconvError, RuntimeError):
+    """The processes of a run disagree with each other or with their launch: a process died or lost
+    contact with the others, a resume on another process count, or a process that trains alone
+    where the environment prepares several.
+
+    ``rank`` is the process that died (None when unknown), ``world_size`` the run's process count,
+    ``recorded`` the process count a resumed run was launched on, ``lost_peer`` whether this
+    process lost contact with another one.
+    """
+
+    def __init__(self, message: str, *, rank: int | None = None, world_size: int | None = None,
+                 recorded: int | None = None, lost_peer: bool = False):
+        super().__init__(message)
+        self.rank, self.world_size, self.recorded, self.lost_peer = rank, world_size, recorded, lost_peer

@@ -1,4 +1,7 @@
-"""Export a trained run: fuse the deconvolution into plain layers, then ONNX, TorchScript or safetensors."""
+"""Export a trained run: fuse the deconvolution into plain layers, then ONNX, TorchScript or safetensors.
+
+Floor: above the run directory and ``fuse``; needs neither fastai nor Accelerate.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +9,18 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from .errors import RunDirError, first_line
+from .errors import RunDirError
 from .fuse import fuse
 from .io import atomic_write, check_writable
 from .recipe import Recipe
-from .train.learner import build_model
-from .train.run import CONFIG, WEIGHTS, load_run_recipe
+from .rundir import load_run_model
 
-__all__ = ["FORMATS", "load_run_model", "export_model", "export_run", "check_onnx"]
+__all__ = ["FORMATS", "export_model", "export_run", "check_onnx"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".fused.safetensors"}
-
-
-def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Recipe]:
-    """The trained model of a finished run directory (eval mode) and its recipe."""
-    run_dir = Path(run_dir)
-    recipe = load_run_recipe(run_dir)
-    weights = run_dir / WEIGHTS
-    if not weights.is_file():
-        hint = " (training was interrupted: finish it with `ndeconv train --resume`)" \
-            if (run_dir / "checkpoint.pth").is_file() else ""
-        raise RunDirError(f"{run_dir}: incomplete run, no {WEIGHTS}{hint}")
-    model = build_model(recipe)
-    try:
-        load_model(model, str(weights))
-    except (SafetensorError, OSError) as e:
-        first = first_line(e, 200)
-        raise RunDirError(f"{weights}: unreadable weights, truncated or damaged ({first})") from None
-    except (RuntimeError, KeyError) as e:
-        first = first_line(e, 300)
-        raise RunDirError(f"{weights}: does not match the model in {CONFIG} ({first})") from None
-    return model.eval(), recipe
 
 
 def _example(recipe: Recipe, batch: int = 2) -> torch.Tensor:
@@ -51,7 +31,7 @@ def _example(recipe: Recipe, batch: int = 2) -> torch.Tensor:
 def export_model(model: nn.Module, recipe: Recipe, fmt: str, out: str | Path) -> Path:
     """Fuse ``model`` and write it to ``out`` as ``fmt`` (``onnx``, ``torchscript``, ``safetensors``)."""
     if fmt not in FORMATS:
-        raise RunDirError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+        raise RunDirError(f"fmt {fmt}: choose one of {', '.join(FORMATS)}", argument="fmt")
     fused = fuse(model)
     example = _example(recipe)
     d = recipe.data
@@ -90,7 +70,7 @@ def check_onnx(path: str | Path, model: nn.Module, recipe: Recipe) -> float:
 def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> tuple[Path, float | None]:
     """Export a run's model; ONNX files are checked with onnxruntime. Returns the file and the ONNX difference."""
     if fmt not in FORMATS:
-        raise RunDirError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+        raise RunDirError(f"fmt {fmt}: choose one of {', '.join(FORMATS)}", argument="fmt")
     if out is not None:
         check_writable(out)
     model, recipe = load_run_model(run_dir)

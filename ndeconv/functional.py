@@ -1,16 +1,17 @@
-"""The math of network deconvolution as pure functions (the contract is ``docs/method.md``).
+"""The math of network deconvolution as pure functions (``docs/method.md`` states it for a reader).
 
 Every whitening layer follows the same four steps, each a function here:
 
 1. arrange its input into ``samples`` of shape ``(g, m, f)``: ``g`` independent statistics
    groups, ``m`` samples of an ``f``-dimensional distribution (:func:`conv_patch_samples`,
-   :func:`linear_samples`);
+   :func:`conv_transpose_patch_samples`, :func:`linear_samples`);
 2. estimate their mean and covariance (:func:`whitening_stats`);
 3. take the inverse square root of the covariance (:func:`isqrt_newton_schulz`);
 4. fold the whitening into the next weight instead of whitening the data
    (:func:`fold_whitening`), so the layer stays one convolution / matmul.
 
 The layers in :mod:`ndeconv.layers` only hold parameters and running estimates and call these.
+Floor: the bottom one; it imports torch only.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ __all__ = [
     "resolve_block",
     "same_padding",
     "conv_patch_samples",
+    "conv_transpose_patch_samples",
     "linear_samples",
+    "transposed_as_conv_weight",
+    "conv_as_transposed_weight",
     "conv_weight_blocks",
     "conv_weight_unblocks",
     "whitening_stats",
+    "sync_whitening_stats",
     "isqrt_newton_schulz",
     "fold_whitening",
     "fold_conv",
@@ -77,54 +82,33 @@ def _split_columns(rows: Tensor, f: int) -> Tensor:
     return rows.reshape(g, m, f, cols // f).transpose(2, 3).reshape(g, -1, f)
 
 
-def conv_patch_samples(
-    x: Tensor,
-    kernel_size: int | Sequence[int],
-    *,
-    block: int,
-    groups: int = 1,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    sampling_stride: int = 1,
-) -> Tensor:
+def conv_patch_samples(x: Tensor, kernel_size: int | Sequence[int], *, block: int, groups: int = 1,
+                       stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                       dilation: int | Sequence[int] = 1, sampling_stride: int = 1) -> Tensor:
     """The im2col patches a convolution sees, grouped as the paper's code groups them.
 
-    Patches are taken at every ``sampling_stride``-th output position. Within each conv group
-    of ``C`` channels, a patch row of ``C*kh*kw`` values is split into ``G = C / block`` groups of
-    ``f = block*kh*kw`` values, group ``q`` taking columns ``q, q+G, q+2G, ...``; every group of
-    every row is one sample. Returns ``(groups, n*G, f)``.
+    ``x`` is ``(n, C, H, W)`` (a ``Conv2d``'s input) or ``(n, C, D, H, W)`` (a ``Conv3d``'s).
+    Patches are taken at every ``sampling_stride``-th output position (along each axis). Within
+    each conv group of ``C`` channels, a patch row of ``C * prod(kernel)`` values (channel-major,
+    then the kernel's axes) is split into ``G = C / block`` groups of ``f = block * prod(kernel)``
+    values, group ``q`` taking columns ``q, q+G, q+2G, ...``; every group of every row is one
+    sample. Returns ``(groups, n*G, f)``; the gradient flows back to ``x``.
     """
+    _check_block(x.shape[1] // groups, block)
+    if x.dim() == 5:
+        return _conv3d_patch_samples(x, _triple(kernel_size), block, groups, _triple(stride), _triple(padding),
+                                     _triple(dilation), sampling_stride)
     geometry = _PatchGeometry(
         _pair(kernel_size), _pair(dilation), _pair(padding),
         tuple(s * sampling_stride for s in _pair(stride)), groups, block,
     )
-    per_group = x.shape[1] // groups
-    _check_block(per_group, block)
     return _ConvPatchSamples.apply(x, geometry)
 
 
-def conv3d_patch_samples(
-    x: Tensor,
-    kernel_size: int | Sequence[int],
-    *,
-    block: int,
-    groups: int = 1,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    sampling_stride: int = 1,
-) -> Tensor:
-    """The patches a ``Conv3d`` sees, grouped as :func:`conv_patch_samples` groups 2-d ones.
-
-    A patch row holds a conv group's ``C * kd*kh*kw`` values channel-major (then depth, height,
-    width), taken at every ``sampling_stride``-th output position along each axis; it is split
-    into ``C / block`` column groups of ``f = block*kd*kh*kw`` values the same way. Returns
-    ``(groups, n*G, f)``; the gradient flows back through the strided windows.
-    """
-    kernel, dil, pad, step = (_triple(v) for v in (kernel_size, dilation, padding, stride))
+def _conv3d_patch_samples(x: Tensor, kernel: tuple[int, int, int], block: int, groups: int, step: tuple[int, ...],
+                          pad: tuple[int, ...], dil: tuple[int, ...], sampling_stride: int) -> Tensor:
+    """:func:`conv_patch_samples` of a 5-d input, from strided windows of the padded input."""
     per_group = x.shape[1] // groups
-    _check_block(per_group, block)
     windows = F.pad(x, [p for p in reversed(pad) for _ in range(2)])
     for axis, (k, d, s) in enumerate(zip(kernel, dil, step)):
         windows = windows.unfold(2 + axis, d * (k - 1) + 1, s * sampling_stride)
@@ -134,18 +118,10 @@ def conv3d_patch_samples(
     return _split_columns(rows.permute(2, 0, 1, 3).reshape(groups, -1, rows.shape[-1]), block * math.prod(kernel))
 
 
-def conv_transpose_patch_samples(
-    x: Tensor,
-    kernel_size: int | Sequence[int],
-    *,
-    block: int,
-    groups: int = 1,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    output_padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    sampling_stride: int = 1,
-) -> Tensor:
+def conv_transpose_patch_samples(x: Tensor, kernel_size: int | Sequence[int], *, block: int, groups: int = 1,
+                                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                                 output_padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+                                 sampling_stride: int = 1) -> Tensor:
     """The patches a ``ConvTranspose2d`` weight multiplies, grouped as :func:`conv_patch_samples` does.
 
     Output pixel ``(u, v)`` of a transposed conv is ``sum W[c, o, a, b] * P[c, a, b]`` with

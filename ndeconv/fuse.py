@@ -1,4 +1,7 @@
-"""``fuse``: a deconvolution network for inference, as the plain CNN it is in eval mode."""
+"""``fuse``: a deconvolution network for inference, as the plain CNN it is in eval mode.
+
+Floor: beside the rules; imports the layers and ``NormFreeAct``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import copy
 
 from torch import nn
 
-from .layers import ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d
+from .layers._whitening import WhiteningState
 from .rules import NormFreeAct
 
 __all__ = ["fuse"]
@@ -19,8 +22,9 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     ``nn.Conv1d``, ``FastDeconv3d`` ``nn.Conv3d``,
     ``FastDeconvTranspose2d`` ``nn.ConvTranspose2d``) and ``Delinear`` ``nn.Linear`` with the running
     whitening folded into weight and bias (like ``torch.nn.utils.fusion.fuse_conv_bn_eval``);
-    ``ChannelDeconv`` becomes a 1x1 ``nn.Conv2d`` (``nn.Linear`` if it last saw 2-D input) and
-    ``NormFreeAct`` a plain ``nn.Sequential`` of the same modules. The
+    ``ChannelDeconv`` becomes a 1x1 ``nn.Conv2d`` (``nn.Linear`` if it trained on 2-D input) and
+    ``NormFreeAct`` a plain ``nn.Sequential`` of the same modules: every deconvolution layer says
+    what it becomes (``fused()``). The
     result computes the same eval function at the cost of the plain layers, has no ndeconv
     module left, and its ``state_dict`` loads into torch/timm modules without ndeconv.
     """
@@ -29,10 +33,8 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
 
     def visit(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
-            if isinstance(child, (FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear)):
+            if isinstance(child, WhiteningState):
                 setattr(parent, name, child.fused())
-            elif isinstance(child, ChannelDeconv):
-                setattr(parent, name, child.fused(spatial=getattr(child, "last_input_dim", 4) != 2))
             elif isinstance(child, NormFreeAct):
                 setattr(parent, name, nn.Sequential(*child))
             else:

@@ -1,28 +1,26 @@
 """Finished runs as models: load one in a single call (from a run directory or the Hugging Face
-hub) and share one on the hub, the way timm models load and share."""
+hub) and share one on the hub, the way timm models load and share.
+
+Floor: above the run directory and ``fuse``; loading needs neither fastai nor Accelerate (``push``
+imports the model card of ``train`` when it writes one).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 
 from .errors import HubError, RunDirError
-from .export import load_run_model
 from .fuse import fuse as fuse_model
 from .io import write_text
 from .recipe import Recipe
-from .train.card import CARD, model_card
-from .train.checkpoint import METRICS, read_metrics
-from .train.run import RESULTS, load_run_recipe
+from .rundir import (CARD, LOCAL_ONLY, METRICS, RESULTS, is_finished, load_run_model, load_run_recipe,
+                     read_metrics, read_results)
 
 __all__ = ["HF_PREFIX", "load", "push", "resolve_run_dir"]
 
 HF_PREFIX = "hf-hub:"
-
-#: Files of a run directory that stay local: the resume checkpoint is large and only resumes training.
-LOCAL_ONLY = ["checkpoint.pth"]
 
 
 def _one_line(e: Exception) -> str:
@@ -74,17 +72,18 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str
     checkpoint) to the hub repository ``repo_id``, creating it if needed. Returns the commit URL."""
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
-    if not (run_dir / RESULTS).is_file():
+    if not is_finished(run_dir):
         raise RunDirError(f"{run_dir}: the run has not finished (no {RESULTS}); only finished runs can be pushed")
     if not (run_dir / CARD).is_file():  # runs trained before model cards existed
-        results = json.loads((run_dir / RESULTS).read_text())
-        write_text(run_dir / CARD, model_card(recipe, results, read_metrics(run_dir / METRICS)))
+        from .train.card import model_card
+
+        write_text(run_dir / CARD, model_card(recipe, read_results(run_dir), read_metrics(run_dir / METRICS)))
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=run_dir, repo_id=repo_id, ignore_patterns=LOCAL_ONLY,
+        commit = api.upload_folder(folder_path=run_dir, repo_id=repo_id, ignore_patterns=list(LOCAL_ONLY),
                                    commit_message=f"ndeconv: {recipe.model.name} ({recipe.model.norm}) on {recipe.name}")
     except Exception as e:  # no network, no token, refused: one line
         raise HubError(f"{repo_id}: cannot upload to the Hugging Face hub ({_one_line(e)})") from None

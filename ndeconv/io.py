@@ -1,4 +1,7 @@
-"""Atomic file writes: write to a temporary file in the same directory, then rename over the target."""
+"""Atomic file writes: write to a temporary file in the same directory, then rename over the target.
+
+Floor: serves every floor; imports the errors only.
+"""
 
 from __future__ import annotations
 

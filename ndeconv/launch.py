@@ -1,17 +1,30 @@
-"""``ndeconv train --num-processes N``: run the same training under ``accelerate launch``."""
+"""Several processes on this machine: run a training command under Accelerate's launcher.
+
+``python -m ndeconv.launch ARGS`` is ``accelerate launch ARGS`` that, when a process fails,
+writes which processes failed and how to a report file instead of printing the launcher's
+traceback; :func:`launch_train` turns the report into one :class:`LaunchError` naming the process
+that died. The command line decides what the processes run.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .io import write_yaml
-from .recipe import Recipe, recipe_to_dict
+from .errors import LaunchError
 
-__all__ = ["accelerate_command", "launch_train"]
+__all__ = ["accelerate_command", "launch_train", "LAUNCHED_ENV", "LOST_PEER", "INPUT_ERROR", "INTERRUPTED"]
+
+LAUNCHED_ENV = "NDECONV_LAUNCH_REPORT"  # set for the processes of ndeconv's launcher: where failures go
+LOST_PEER = 3  # exit status of a process that lost contact with another one (it prints nothing)
+INPUT_ERROR = 2  # exit status of a process that printed its own one-line error
+INTERRUPTED = 130  # exit status of a process stopped by Ctrl-C (it printed "interrupted")
 
 
 def accelerate_command(num_processes: int) -> list[str]:
@@ -19,24 +32,89 @@ def accelerate_command(num_processes: int) -> list[str]:
 
     Accelerate picks NCCL when GPUs are present and gloo on a CPU-only machine.
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes",
-           str(num_processes), "--dynamo_backend", "no", "--mixed_precision", "no", "--multi_gpu"]
-    return cmd
+    return [sys.executable, "-m", "ndeconv.launch", "--num_machines", "1", "--num_processes", str(num_processes),
+            "--dynamo_backend", "no", "--mixed_precision", "no", "--multi_gpu"]
 
 
-def launch_train(num_processes: int, run_dir: Path, recipe: Recipe | None, *, sync_stats: bool = True,
-                 quiet: bool = False) -> tuple[int, dict | None]:
-    """Train ``recipe`` into ``run_dir`` (or resume ``run_dir`` when ``recipe`` is None) on N processes.
+def _how(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
 
-    The resolved recipe travels to the workers as a file, so every override applies on every
-    rank. Returns the launcher's exit status and, on success, the run's results.
-    """
+
+def _failure(report: Path, num_processes: int) -> LaunchError | None:
+    """The error to raise for a failed launch, from the launcher's report; None when every failed
+    process printed its own error line (bad input) or lost contact only."""
+    try:
+        failures = {int(rank): int(code) for rank, code in json.loads(report.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return LaunchError(f"the launcher of {num_processes} processes failed without saying which process "
+                           "(see the lines above)", world_size=num_processes)
+    quiet = (INPUT_ERROR, INTERRUPTED, LOST_PEER, -signal.SIGTERM)  # said so themselves, or ended as another died
+    died = sorted(rank for rank, code in failures.items() if code not in quiet)
+    if not died:
+        if any(code in (INPUT_ERROR, INTERRUPTED) for code in failures.values()):
+            return None
+        died = sorted(failures)
+    rank = died[0]
+    others = f" (and {len(died) - 1} more)" if len(died) > 1 else ""
+    return LaunchError(f"process {rank} of {num_processes} {_how(failures[rank])}{others}; the other processes "
+                       "stopped", rank=rank, world_size=num_processes)
+
+
+def launch_train(num_processes: int, train_args: list[str]) -> int:
+    """Run ``ndeconv train`` with ``train_args`` on N processes through Accelerate's launcher and
+    return its exit status; a process that died is a :class:`LaunchError` naming it (a process
+    that printed its own error line leaves the status to say so)."""
     with tempfile.TemporaryDirectory(prefix="ndeconv-launch-") as tmp:
-        args = ["--resume", str(run_dir)]
-        if recipe is not None:
-            recipe_file = write_yaml(Path(tmp) / f"{recipe.name}.yaml", recipe_to_dict(recipe))
-            args = [str(recipe_file), "--out", str(run_dir)]
-        args += ["--sync-stats" if sync_stats else "--no-sync-stats"] + (["--quiet"] if quiet else [])
-        code = subprocess.call(accelerate_command(num_processes) + ["-m", "ndeconv", "train", *args])
-    results_file = Path(run_dir) / "results.json"
-    return code, (json.loads(results_file.read_text()) if code == 0 and results_file.is_file() else None)
+        report = Path(tmp) / "failures.json"
+        env = {**os.environ, LAUNCHED_ENV: str(report)}
+        code = subprocess.call(accelerate_command(num_processes) + ["-m", "ndeconv", "train", *train_args], env=env)
+        if code != 0:
+            error = _failure(report, num_processes)
+            if error is not None:
+                raise error
+            return INPUT_ERROR  # the processes printed their own error lines
+    return code
+
+
+def _quiet_elastic_logs() -> None:
+    """The launcher's own log lines on a failure (which process, which signal) become the report."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``accelerate launch`` with ``argv``; a failed process is written to the report file named by
+    :data:`LAUNCHED_ENV` (rank -> exit status) instead of a traceback, and the exit status is 1."""
+    import torch.distributed.run  # noqa: F401  (its loggers exist before they are quietened)
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    args = launch_command_parser().parse_args(argv)
+    report = os.environ.get(LAUNCHED_ENV)
+    if report is None:
+        launch_command(args)
+        return 0
+    _quiet_elastic_logs()
+    try:
+        launch_command(args)
+    except ChildFailedError as e:
+        failures = {rank: failure.exitcode for rank, failure in e.failures.items()}
+    except subprocess.CalledProcessError as e:  # Accelerate's single-process launcher
+        failures = {0: e.returncode}
+    except (KeyboardInterrupt, SignalException):  # Ctrl-C: the processes said "interrupted" themselves
+        return INTERRUPTED
+    else:
+        return 0
+    Path(report).write_text(json.dumps(failures))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

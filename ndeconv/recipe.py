@@ -3,6 +3,8 @@
 A recipe file has five sections (``data``, ``model``, ``optim``, ``train``, ``augment``) plus a
 ``name``. Loading checks every key and type against the dataclasses below; a problem is a
 :class:`RecipeError` whose one-line message names the file and the dotted key.
+
+Floor: above the rules (``DeconvConfig``) and the task registry; imports nothing that trains.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import yaml
 from .errors import RecipeError
 from .init import Init
 from .rules import DeconvConfig
+from .tasks import get_task, task_of_builtin
 
 __all__ = [
     "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
-    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes", "HEADLINE",
+    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes",
     "LENGTH_KEYS", "LIMITS", "parse_budget", "budget_label", "read_yaml", "read_text_file", "quote",
     "RecipeLoader",
 ]
@@ -35,7 +38,6 @@ Norm = Literal["bn", "deconv"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "one_cycle", "constant"]
 Optimizer = Literal["sgd", "adamw"]
-Task = Literal["classification", "segmentation"]
 
 
 @dataclass
@@ -60,7 +62,7 @@ class DataSpec:
     channels: int = 3
     hub_id: str | None = None
     path: str | None = None
-    builtin: Literal["digits", "digit_canvas"] | None = None
+    builtin: str | None = None  # an embedded dataset of the recipe's task (ndeconv.tasks)
     train_split: str = "train"
     valid_split: str = "test"
     image_column: str = "image"
@@ -150,7 +152,7 @@ class Recipe:
     optim: OptimSpec
     train: TrainSpec
     augment: AugmentSpec = field(default_factory=AugmentSpec)
-    task: Task = "classification"
+    task: str = "classification"  # a registered task (ndeconv.tasks)
 
     def __post_init__(self) -> None:
         _check_values(self)
@@ -223,9 +225,6 @@ def budget_label(value: str | float) -> str:
     return text if text[-1:].isalpha() else f"{text}s"
 
 
-#: The metric a task is judged by: its key in metrics.csv / results.json, and how tables name it.
-HEADLINE = {"classification": ("accuracy", "accuracy"), "segmentation": ("miou", "mean IoU")}
-
 
 def _positive(where: str, value: float | None, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
@@ -274,9 +273,13 @@ def _check_values(r: Recipe) -> None:
     zoom = r.augment.zoom
     if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
         raise RecipeError(f"augment.zoom must be [min, max] with 0 < min <= max, got {zoom}")
-    kind = {"digits": "classification", "digit_canvas": "segmentation"}.get(d.builtin or "", r.task)
-    if kind != r.task:
-        raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
+    task = get_task(r.task)
+    if d.builtin is not None:
+        kind = task_of_builtin(d.builtin)
+        if kind is None:
+            raise RecipeError(f"data.builtin must be one of {', '.join(task.builtins)}, got {quote(d.builtin)}")
+        if kind != r.task:
+            raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
 
 
 def _check_length(t: TrainSpec) -> None:
@@ -402,10 +405,10 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = None) -> Recipe:
     """A copy of ``recipe`` with the dotted ``key`` set to ``value``.
 
-    Strings are read as YAML scalars (``--set optim.lr=0.05`` gives a float); the new value is
-    type-checked like the file's. Errors name ``source`` (default ``--set key``).
+    Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); the new value is
+    type-checked like the file's. Errors name ``source`` (default ``override key``).
     """
-    source = source or f"--set {key}"
+    source = source or f"override {key}"
     raw = recipe_to_dict(recipe)
     node, parts = raw, key.split(".")
     cls: Any = Recipe
@@ -434,7 +437,8 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
                 sources: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides;
-    ``sources`` names where an override came from in its errors (``{"model.norm": "--norm"}``)."""
+    ``sources`` names where each override came from, for its errors (the command line passes the
+    option it read it from)."""
     file = find_recipe(path)
     try:
         raw = read_yaml(read_text_file(file, "recipe"))

@@ -6,6 +6,8 @@ rule) and added with a decorator, in the style of timm's model registry::
     @ndeconv.register_rule(MyNorm)
     def _drop_my_norm(module: MyNorm, ctx: ndeconv.ConversionContext) -> nn.Module:
         return nn.Identity()
+
+Floor: above the layers; imports timm and torchvision's norm types to register their rules.
 """
 
 from __future__ import annotations
@@ -25,7 +27,25 @@ __all__ = ["ConversionContext", "DeconvConfig", "Rule", "register_rule", "get_ru
 
 @dataclass(frozen=True)
 class DeconvConfig:
-    """Settings of a conversion (see :func:`ndeconv.deconvolve`)."""
+    """The settings of a conversion, the one place they are described (:func:`ndeconv.deconvolve`
+    takes one, or builds it from keywords; a recipe's ``model.deconv`` is one).
+
+    - ``block``: channels whitened together in a conv layer's patches (``block x k x k``
+      covariances; ``gcd``-adjusted when it does not divide the channels, a whole conv group
+      when grouped);
+    - ``block_fc``: features whitened together in the classifier (``Delinear``); 0 keeps the
+      classifier a plain ``Linear``;
+    - ``sampling_stride``: statistics from every ``sampling_stride``-th output position;
+    - ``n_iter``: Newton-Schulz steps for ``Cov^(-1/2)``; ``eps``: added to the covariance's diagonal;
+    - ``stem_n_iter``, ``stem_freeze_iter``: the first conv's steps and the training step after
+      which it keeps its running estimate (None: the architecture's own, :func:`ndeconv.stem_settings`,
+      else ``n_iter`` and never);
+    - ``stats_grad`` (False: the batch's mean and ``D`` are constants in backward),
+      ``max_samples`` (at most that many samples, evenly spaced) and ``update_every`` (recompute
+      the statistics on every k-th training step only): faster, non-default options;
+    - ``whiten_depthwise``: also whiten depthwise convs (off: whitening each channel's own
+      neighbourhood trains MobileNet/EfficientNet far worse).
+    """
 
     block: int = 64
     block_fc: int = 512
@@ -38,6 +58,18 @@ class DeconvConfig:
     max_samples: int | None = None
     whiten_depthwise: bool = False
     update_every: int = 1
+
+    def layer_settings(self, *, stem: bool = False) -> dict:
+        """The keyword settings of a conv deconvolution layer (the stem's steps and freezing for the first conv)."""
+        n_iter = self.stem_n_iter if stem and self.stem_n_iter is not None else self.n_iter
+        return {"block": self.block, "sampling_stride": self.sampling_stride, "eps": self.eps, "n_iter": n_iter,
+                "freeze_iter": self.stem_freeze_iter if stem else None, "stats_grad": self.stats_grad,
+                "max_samples": self.max_samples, "update_every": self.update_every}
+
+    def classifier_settings(self) -> dict:
+        """The keyword settings of the classifier's ``Delinear``."""
+        return {"block": self.block_fc, "eps": self.eps, "n_iter": self.n_iter, "stats_grad": self.stats_grad,
+                "max_samples": self.max_samples, "update_every": self.update_every}
 
 
 @dataclass(frozen=True)
@@ -109,16 +141,9 @@ def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     ``n_iter``/``freeze_iter``. Depthwise convs stay plain unless ``whiten_depthwise``: whitening
     each channel's own k x k neighbourhood cost EfficientNet-B0 28 points after an epoch of
     CIFAR-10 (docs/fidelity.md)."""
-    cfg = ctx.config
-    if is_depthwise(module) and not cfg.whiten_depthwise:
+    if is_depthwise(module) and not ctx.config.whiten_depthwise:
         return module
-    n_iter = cfg.stem_n_iter if ctx.is_stem and cfg.stem_n_iter is not None else cfg.n_iter
-    freeze_iter = cfg.stem_freeze_iter if ctx.is_stem else None
-    return _CONV_LAYERS[type(module)].from_conv(
-        module, bias=True, block=cfg.block, sampling_stride=cfg.sampling_stride, n_iter=n_iter, eps=cfg.eps,
-        freeze_iter=freeze_iter, stats_grad=cfg.stats_grad, max_samples=cfg.max_samples,
-        update_every=cfg.update_every,
-    )
+    return _CONV_LAYERS[type(module)].from_conv(module, bias=True, **ctx.config.layer_settings(stem=ctx.is_stem))
 
 
 @register_rule(nn.Linear, tl.Linear)
@@ -126,9 +151,7 @@ def linear_to_delinear(module: nn.Linear, ctx: ConversionContext) -> nn.Module:
     """The classifier becomes ``Delinear`` when ``block_fc > 0``; other linears stay."""
     if not ctx.is_classifier or ctx.config.block_fc <= 0:
         return module
-    cfg = ctx.config
-    return Delinear.from_linear(module, block=cfg.block_fc, n_iter=cfg.n_iter, eps=cfg.eps, stats_grad=cfg.stats_grad,
-                                max_samples=cfg.max_samples, update_every=cfg.update_every)
+    return Delinear.from_linear(module, **ctx.config.classifier_settings())
 
 
 @register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)

@@ -2,6 +2,8 @@
 
 The computations are functions of tensors (testable); ``plot_*`` render them to PNG with
 matplotlib (Agg). Images default to the two photos bundled with scikit-learn.
+
+Floor: above the run directory and the data; below the command line.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def deconvolve_images(images: Tensor, kernels: Tensor) -> Tensor:
 
 def run_kernels(run_dir: str | Path) -> Tensor:
     """The first layer's learned deconvolution kernels of a trained run: ``(C, C, k, k)`` (running estimate)."""
-    from .export import load_run_model
+    from .rundir import load_run_model
     from .layers import FastDeconv
 
     model, _ = load_run_model(run_dir)
@@ -243,7 +245,7 @@ def plot_linear(losses: dict[str, tuple[float, list[float]]], path: str | Path) 
 def plot_segmentation(runs: dict[str, Path], path: str | Path, n: int = 4) -> Path:
     """The first ``n`` validation images of segmentation runs: image, true mask and each run's
     prediction (``{label: run_dir}``, e.g. BN and ND); unlabelled pixels black."""
-    from .export import load_run_model
+    from .rundir import load_run_model
     from .segmentation.loaders import make_segmentation_dataloaders
 
     models = {label: load_run_model(run) for label, run in runs.items()}

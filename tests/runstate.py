@@ -1,13 +1,15 @@
 """What a finished run leaves that must not depend on how it got there (interrupted, resumed,
 calibrated), and a bit-for-bit comparison of it."""
 
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ndeconv.train import read_metrics
+from ndeconv.rundir import read_metrics
 
 
 def run_state(run_dir: Path) -> dict:
@@ -36,3 +38,14 @@ def assert_identical(a, b, where="") -> None:
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, (where, a, b)
+
+
+def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until the metrics table at ``path`` has ``n`` rows, failing if ``proc`` ends first."""
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.exists() and len(read_metrics(path)) >= n:
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"the run never finished epoch {n}")

@@ -15,7 +15,8 @@ from ndeconv.cli import app
 from ndeconv.compare import Cell, equal_time_rows, parse_grid, time_to_accuracy_rows
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe, parse_budget
-from ndeconv.train import read_metrics, resume, train
+from ndeconv.rundir import read_metrics
+from ndeconv.train import resume, train
 from runstate import assert_identical, run_state
 from tinydata import N_TRAIN, write_tiny_recipe
 
@@ -163,7 +164,8 @@ def test_resume_of_a_budgeted_run_is_bit_identical(tiny_parquet, tmp_path, fixed
 def test_calibration_restores_the_run_it_measured(tiny_parquet, tmp_path):
     """Timing steps trains the model; afterwards weights, optimizer and random states are as before."""
     from ndeconv.data import make_dataloaders
-    from ndeconv.train import build_learner, build_model, make_accelerator
+    from ndeconv.rundir import build_model
+    from ndeconv.train import build_learner, make_accelerator
     from ndeconv.train.checkpoint import rng_state
 
     recipe = load_recipe(write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet))

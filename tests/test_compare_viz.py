@@ -160,6 +160,7 @@ def test_grid_errors_are_one_line_and_train_nothing(grid, message, tiny_recipe, 
     result = runner.invoke(app, ["compare", str(tiny_recipe), "--models", "convnet3", "--epochs", "1",
                                  "--grid", grid, "--out", str(out), "-q"])
     assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.startswith("error: --grid optim.lr")  # the option as typed, not the library's argument
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 

@@ -12,7 +12,7 @@ import ndeconv
 from ndeconv.models import CIFAR_MODELS, PAPER_PARAMS_M
 from ndeconv.recipe import load_recipe
 from ndeconv.rules import is_depthwise
-from ndeconv.train.learner import build_model
+from ndeconv.rundir import build_model
 
 
 def _count(model, kind):
@@ -76,6 +76,28 @@ def test_fast_options_reach_every_whitening_layer_from_deconvolve_and_the_recipe
     assert all(m.stats_grad and m.max_samples is None for m in default)
 
 
+def _settings(model):
+    """Every whitening layer's settings, by path."""
+    keys = ("block", "eps", "n_iter", "freeze_iter", "update_every", "max_samples")
+    return {name: tuple(getattr(m, k, None) for k in keys) for name, m in model.named_modules()
+            if isinstance(m, (ndeconv.FastDeconv, ndeconv.Delinear))}
+
+
+def test_deconvolve_takes_a_config_and_keywords_on_top_by_name():
+    config = ndeconv.DeconvConfig(block=16, block_fc=64, n_iter=3, update_every=2)
+    from_config = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10), config, max_samples=500)
+    by_keyword = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10), block=16, block_fc=64,
+                                    n_iter=3, update_every=2, max_samples=500)
+    assert _settings(from_config) == _settings(by_keyword)
+    head, stem = from_config.get_classifier(), from_config.features[0].conv
+    assert head.block == 64 and head.max_samples == 500  # block_fc reaches the classifier, block the convs
+    assert (stem.block, stem.n_iter, stem.freeze_iter) == (3, 15, 100)  # the architecture's stem settings
+    convs = [m for m in from_config.modules() if isinstance(m, ndeconv.FastDeconv)]
+    assert convs[0] is stem and all(c.block == 16 and c.update_every == 2 and c.n_iter == 3 for c in convs[1:])
+    with pytest.raises(TypeError, match="unknown setting 'blok' .*block, block_fc"):
+        ndeconv.deconvolve(timm.create_model("vgg11_cifar"), blok=3)
+
+
 class MyNorm(nn.Module):
     def __init__(self, channels):
         super().__init__()
@@ -91,8 +113,9 @@ def _custom_model():
 
 
 def test_unknown_norm_is_a_clear_error_or_a_warning():
-    with pytest.raises(ndeconv.UnsupportedLayerError, match=r"layer '1' of type .*MyNorm"):
+    with pytest.raises(ndeconv.UnsupportedLayerError, match=r"layer '1' of type .*MyNorm") as raised:
         ndeconv.deconvolve(_custom_model())
+    assert isinstance(raised.value, ndeconv.NdeconvError)  # one family of input errors for callers and the CLI
     with pytest.warns(UserWarning, match="kept layer '1'"):
         model = ndeconv.deconvolve(_custom_model(), strict=False)
     assert isinstance(model[1], MyNorm) and isinstance(model[0], ndeconv.FastDeconv)

@@ -14,7 +14,8 @@ from ndeconv.cli import app
 from ndeconv.compare import _run_one
 from ndeconv.errors import DivergedError, RecipeError, RunDirError
 from ndeconv.recipe import apply_override, load_recipe
-from ndeconv.train import load_run_recipe, resume, train
+from ndeconv.rundir import load_run_recipe
+from ndeconv.train import resume, train
 from ndeconv.train.checkpoint import read_checkpoint
 from tinydata import write_tiny_recipe
 

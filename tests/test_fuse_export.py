@@ -82,6 +82,26 @@ def test_channel_deconv_fuses_to_an_affine_map():
             torch.testing.assert_close(fused(x), layer(x), rtol=1e-5, atol=1e-5)
 
 
+def test_channel_deconv_reloaded_from_its_state_dict_fuses_as_the_one_it_trained(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    trained = nn.Sequential(ndeconv.ChannelDeconv(10, block=4))
+    x = torch.randn(16, 10) * torch.linspace(0.5, 3, 10) + 1
+    trained(x)
+    save_model(trained, tmp_path / "layer.safetensors")
+    reloaded = nn.Sequential(ndeconv.ChannelDeconv(10, block=4))
+    load_model(reloaded, tmp_path / "layer.safetensors")
+    fused = ndeconv.fuse(reloaded)
+    assert isinstance(fused[0], nn.Linear)  # trained on (N, C): a Linear, not a 1x1 conv
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), trained.eval()(x), rtol=1e-5, atol=1e-5)
+    # a state dict saved before the input rank was recorded still loads; such a layer fuses to the conv
+    old = {k: v for k, v in reloaded.state_dict().items() if not k.endswith("input_dims")}
+    legacy = nn.Sequential(ndeconv.ChannelDeconv(10, block=4))
+    legacy.load_state_dict(old)
+    assert isinstance(ndeconv.fuse(legacy)[0], nn.Conv2d)
+
+
 def test_untrained_model_fuses_to_its_conv_weights_plus_biases():
     model = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10)).eval()
     fused = ndeconv.fuse(model)
@@ -118,7 +138,7 @@ def trained_run(finished_tiny_run):
 
 def test_export_onnx_matches_pytorch_in_onnxruntime(trained_run, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
-    from ndeconv.export import load_run_model
+    from ndeconv.rundir import load_run_model
 
     out = tmp_path / "model.onnx"
     result = runner.invoke(app, ["export", str(trained_run), "--format", "onnx", "--out", str(out)])
@@ -133,7 +153,7 @@ def test_export_onnx_matches_pytorch_in_onnxruntime(trained_run, tmp_path):
 
 
 def test_export_torchscript_and_safetensors(trained_run, tmp_path):
-    from ndeconv.export import load_run_model
+    from ndeconv.rundir import load_run_model
 
     model, _ = load_run_model(trained_run)
     x = torch.randn(3, 3, 16, 16)

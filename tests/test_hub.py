@@ -16,8 +16,7 @@ from ndeconv.cli import app
 from ndeconv.data import make_dataloaders
 from ndeconv.errors import HubError, RunDirError
 from ndeconv.layers import FastDeconv
-from ndeconv.train.checkpoint import read_metrics
-from ndeconv.train.run import load_run_recipe
+from ndeconv.rundir import load_run_recipe, read_metrics
 
 runner = CliRunner()
 
@@ -48,6 +47,36 @@ def test_load_reproduces_the_reported_accuracy_and_fuse_the_predictions(run_dir)
     fused_logits, _ = _valid_predictions(fused, run_dir)
     torch.testing.assert_close(fused_logits, logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(fused_logits.argmax(1), logits.argmax(1))
+
+
+NO_TRAINING_STACK = """
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastai", "fastcore", "accelerate"):
+            raise ImportError(f"{name} may not be imported here")
+
+sys.meta_path.insert(0, Refuse())
+import torch
+import ndeconv
+model = ndeconv.load(sys.argv[1], fuse=sys.argv[3] == "fused")
+with torch.no_grad():
+    torch.save(model(torch.load(sys.argv[2])), sys.argv[2] + ".out")
+assert not any(m.split(".")[0] in ("fastai", "accelerate") for m in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("kind", ["as trained", "fused"])
+def test_load_needs_neither_fastai_nor_accelerate(run_dir, tmp_path, kind):
+    x = torch.randn(5, 3, 16, 16)
+    torch.save(x, tmp_path / "x.pt")
+    proc = subprocess.run([sys.executable, "-c", NO_TRAINING_STACK, str(run_dir), str(tmp_path / "x.pt"), kind],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with torch.no_grad():
+        expected = ndeconv.load(run_dir, fuse=kind == "fused")(x)
+    torch.testing.assert_close(torch.load(tmp_path / "x.pt.out"), expected, rtol=0, atol=0)
 
 
 def test_load_fills_in_pretrained_cfg_from_the_recipe(run_dir):

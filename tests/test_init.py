@@ -10,7 +10,7 @@ from torch import nn
 import ndeconv
 from ndeconv.models import CIFAR_MODELS, PAPER_STEM
 from ndeconv.recipe import load_recipe
-from ndeconv.train.learner import build_model
+from ndeconv.rundir import build_model
 
 
 def _weighted(model):

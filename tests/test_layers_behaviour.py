@@ -210,7 +210,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="n_iter"):
         ndeconv.Delinear(3, 4, n_iter=0)
     with pytest.raises(ValueError, match="eps"):
-        ndeconv.ChannelDeconv(3, 2, eps=-1)
+        ndeconv.ChannelDeconv(3, block=2, eps=-1)
     with pytest.raises(ValueError, match="block"):
         ndeconv.Delinear(3, 4, block=0)
 

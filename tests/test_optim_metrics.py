@@ -10,8 +10,9 @@ from fastai.optimizer import Optimizer
 
 from ndeconv.data import make_dataloaders
 from ndeconv.recipe import load_recipe
-from ndeconv.train import build_learner, build_model, fit_recipe, make_accelerator
-from ndeconv.train.learner import top5
+from ndeconv.rundir import build_model
+from ndeconv.train import build_learner, fit_recipe, make_accelerator
+from ndeconv.tasks import top5
 
 
 def test_top5_against_an_independent_count():

@@ -2,7 +2,9 @@
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from ndeconv.cli import app
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import apply_override, bundled_recipes, load_recipe, parse_recipe, recipe_to_dict
 
@@ -75,13 +77,17 @@ def test_missing_file_invalid_yaml_and_non_mapping(tmp_path):
         load_recipe(_write(tmp_path, "- 1\n- 2\n"))
 
 
-def test_overrides_are_typed_and_checked():
+def test_overrides_are_typed_and_checked(tmp_path):
     recipe = load_recipe("digits", {"optim.lr": "0.2", "train.epochs": 3, "model.deconv.n_iter": "7"})
     assert recipe.optim.lr == 0.2 and recipe.train.epochs == 3 and recipe.model.deconv.n_iter == 7
     assert apply_override(recipe, "data.path", "some/dir").data.path == "some/dir"
-    with pytest.raises(RecipeError, match=r"^--set optim\.lrr: unknown key 'optim\.lrr'"):
+    with pytest.raises(RecipeError, match=r"^override optim\.lrr: unknown key 'optim\.lrr'"):
         apply_override(recipe, "optim.lrr", "1")
-    with pytest.raises(RecipeError, match=r"^--set train\.epochs: train\.epochs must be an integer or null, got 'many'"):
+    with pytest.raises(RecipeError, match=r"^override train\.epochs: train\.epochs must be an integer or null, "
+                                          r"got 'many'"):
         apply_override(recipe, "train.epochs", "many")
+    # the command line names its own option
+    typed = CliRunner().invoke(app, ["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "run")])
+    assert typed.exit_code == 2 and "error: --set optim.lrr: unknown key 'optim.lrr'" in typed.output
     with pytest.raises(RecipeError, match="unknown key 'optim.lr.x'"):
         apply_override(recipe, "optim.lr.x", "1")

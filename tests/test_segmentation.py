@@ -17,7 +17,7 @@ from ndeconv.recipe import load_recipe
 from ndeconv.segmentation import (CITYSCAPES_TRAIN_IDS, confusion_matrix, digit_canvas_dataset, mean_iou,
                                   pixel_accuracy, scale_crop_flip)
 from ndeconv.segmentation.loaders import load_segmentation_splits, make_segmentation_dataloaders
-from ndeconv.train.run import load_run_recipe
+from ndeconv.rundir import load_run_recipe
 
 runner = CliRunner()
 

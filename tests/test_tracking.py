@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ndeconv.cli import app
-from ndeconv.train.checkpoint import read_metrics
+from ndeconv.rundir import read_metrics
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ import ndeconv
 from ndeconv.cli import app
 from ndeconv.data import make_dataloaders
 from ndeconv.recipe import parse_recipe
-from ndeconv.train import build_model, read_metrics
+from ndeconv.rundir import build_model, read_metrics
 from tinydata import CLASSES, write_tiny_recipe
 
 runner = CliRunner()
@@ -36,8 +36,8 @@ def test_train_writes_a_complete_run_directory(tiny_recipe, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", str(tiny_recipe), "--out", str(out), "--quiet", "--set", "train.seed=3"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.csv", "checkpoint.pth", "model.safetensors",
-                                             "README.md", "results.json"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "launch.json", "metrics.csv", "checkpoint.pth",
+                                             "model.safetensors", "README.md", "results.json"}
     results = json.loads((out / "results.json").read_text())
     assert (results["model"], results["norm"], results["epochs"]) == ("convnet3", "deconv", 2)
     assert results["accuracy"] > 1.5 / CLASSES  # well above chance

@@ -14,7 +14,8 @@ import ndeconv.train.budget as budget_mod
 from ndeconv import functional as DF
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe
-from ndeconv.train import read_metrics, resume, train
+from ndeconv.rundir import read_metrics
+from ndeconv.train import resume, train
 from runstate import assert_identical, run_state
 from tinydata import write_tiny_recipe
 import reference

@@ -108,7 +108,7 @@ def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
     train_tfm, valid_tfm = _transforms(recipe)
     common = dict(device=device)
     valid_bs = t.batch_size * 2
-    if d.cache:  # a subset is decoded and cached on its own: --limit-train 200 decodes 200 images
+    if d.cache:  # a subset is decoded and cached on its own: train.limit_train 200 decodes 200 images
         train_ds, train_key = splits.train, splits.key + "-train"
         if keep is not None:
             train_ds, train_key = splits.train.select(keep.tolist()), f"{train_key}-subset{len(keep)}"

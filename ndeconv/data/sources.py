@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DataError, first_line
 from ..recipe import DataSpec
 
-__all__ = ["Splits", "load_splits", "load_hub", "check_splits", "digits_dataset"]
+__all__ = ["Splits", "load_splits", "load_path", "load_hub", "check_splits", "digits_dataset"]
 
 
 @dataclass
@@ -65,20 +65,26 @@ def _fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.DatasetDict, str, str, str]:
-    """A parquet directory (``train*.parquet``...) or an image folder (``train/<class>/*.png``...)."""
+def load_path(path: Path, train_split: str = "train", valid_split: str = "test", image_column: str = "img",
+              label_column: str = "label", source: str = "data.path") -> tuple[datasets.DatasetDict, str, str, str]:
+    """A parquet directory (``train*.parquet``...) or an image folder (``train/<class>/*.png``...) as a
+    ``DatasetDict``, with its image and label columns and a key of its content (for caches).
+
+    Parquet files keep the given column names; an image folder has ``image`` and ``label``.
+    ``source`` names the setting in errors.
+    """
     if not path.exists():
         raise DataError(f"{source}: {path} does not exist")
     if not path.is_dir():
         raise DataError(f"{source}: {path} is not a directory (expected parquet files or an image folder)")
     files: dict[str, list[str]] = {}
-    for split in (spec.train_split, spec.valid_split):
+    for split in (train_split, valid_split):
         found = sorted(path.glob(f"{split}*.parquet")) or sorted(path.glob(f"*/{split}*.parquet"))
         if found:
             files[split] = [str(f) for f in found]
     if files:
         if len(files) < 2:
-            missing = next(s for s in (spec.train_split, spec.valid_split) if s not in files)
+            missing = next(s for s in (train_split, valid_split) if s not in files)
             raise DataError(f"{source}: {path} has no {missing}*.parquet files")
         all_files = [Path(f) for fs in files.values() for f in fs]
         try:
@@ -89,15 +95,15 @@ def _load_path(path: Path, spec: DataSpec, source: str) -> tuple[datasets.Datase
                 raise DataError(f"{source}: split '{empty.group(1)}' of {path} is empty (no rows)") from None
             first = first_line(e, 200)
             raise DataError(f"{source}: cannot read the parquet files of {path} ({first})") from None
-        return ds, spec.image_column, spec.label_column, f"parquet-{_fingerprint(all_files)}"
-    if (path / spec.train_split).is_dir():
+        return ds, image_column, label_column, f"parquet-{_fingerprint(all_files)}"
+    if (path / train_split).is_dir():
         images = [f for f in path.rglob("*") if f.is_file()]
         try:
             ds = datasets.load_dataset("imagefolder", data_dir=str(path))
         except Exception as e:  # datasets raises several types for unreadable folders
             raise DataError(f"{source}: cannot read image folder {path}: {e}") from None
         return ds, "image", "label", f"folder-{_fingerprint(images)}"
-    raise DataError(f"{source}: {path} has no {spec.train_split}*.parquet files and no {spec.train_split}/ image folder")
+    raise DataError(f"{source}: {path} has no {train_split}*.parquet files and no {train_split}/ image folder")
 
 
 def load_hub(spec: DataSpec, source: str = "data") -> datasets.DatasetDict:
@@ -107,7 +113,7 @@ def load_hub(spec: DataSpec, source: str = "data") -> datasets.DatasetDict:
     except Exception as e:  # offline, unknown id, gated: all end here
         first = first_line(e)
         raise DataError(f"{source}.hub_id: cannot load '{spec.hub_id}' ({first}); "
-                        "pass --data PATH to a local copy") from None
+                        "set data.path to a local copy") from None
 
 
 def check_splits(ds: datasets.DatasetDict, spec: DataSpec, columns: tuple[str, ...], origin: str) -> None:
@@ -126,7 +132,8 @@ def check_splits(ds: datasets.DatasetDict, spec: DataSpec, columns: tuple[str, .
 def load_splits(spec: DataSpec, source: str = "data") -> Splits:
     """Load the recipe's training and validation splits, checking splits and columns."""
     if spec.path is not None:
-        ds, image_col, label_col, key = _load_path(Path(spec.path).expanduser(), spec, f"{source}.path")
+        ds, image_col, label_col, key = load_path(Path(spec.path).expanduser(), spec.train_split, spec.valid_split,
+                                                  spec.image_column, spec.label_column, f"{source}.path")
         origin = spec.path
     elif spec.builtin == "digits":
         ds, image_col, label_col, key = digits_dataset(), "image", "label", "builtin-digits-v1"

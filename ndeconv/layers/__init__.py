@@ -1,4 +1,7 @@
-"""Deconvolution layers: small modules holding parameters and running estimates."""
+"""Deconvolution layers: small modules holding parameters and running estimates.
+
+Floor: above ``functional`` (the math they call); imports nothing else of ndeconv.
+"""
 
 from .channel_deconv import ChannelDeconv
 from .delinear import Delinear

@@ -4,13 +4,14 @@ whitened forward (padding, statistics, fold, one convolution), ``fused()`` and t
 from __future__ import annotations
 
 import math
+from typing import Callable, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
-from ._whitening import float32_math
+from ._whitening import WhiteningSettings, float32_math
 
 #: ``padding_mode`` of a conv to the ``F.pad`` mode that reproduces it.
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
@@ -31,17 +32,15 @@ class ConvDeconvMixin:
     sampling_stride: int
     plain: type[nn.Module]
 
-    def _init_deconv(self, block: int, sampling_stride: int, eps: float, n_iter: int, momentum: float,
-                     freeze_iter: int | None, stats_grad: bool, max_samples: int | None, update_every: int,
-                     device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    def _init_deconv(self, device: torch.device | str | None, dtype: torch.dtype | None, block: int = 64,
+                     sampling_stride: int = 3, **whitening) -> None:
         """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
         if sampling_stride < 1:
             raise ValueError(f"sampling_stride must be a positive integer, got {sampling_stride}")
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
         self.sampling_stride = int(sampling_stride)
-        self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), eps, n_iter, momentum,
-                             freeze_iter, device, dtype, stats_grad, max_samples, update_every)
+        self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype, **whitening)
 
     @staticmethod
     def _geometry(conv: nn.modules.conv._ConvNd, bias: bool) -> tuple:
@@ -69,22 +68,31 @@ class ConvDeconvMixin:
         """The conv weight and bias with the whitening ``(mean, deconv)`` folded in."""
         return DF.fold_conv(self.weight, self.bias, mean, deconv, self.groups)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor) -> None:
         dims = len(self.kernel_size)
         if x.dim() != dims + 2 or x.shape[1] != self.in_channels:
             spatial = ", ".join("DHW"[3 - dims:]) if dims > 1 else "L"
             raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, {spatial}) input, "
                              f"got {tuple(x.shape)}")
-        padding = self.padding
+
+    def _whitened(self, x: Tensor, patches: Callable[[], Tensor],
+                  conv: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """The forward every layer shares: the whitening of ``patches()`` (the batch's or the running
+        one) folded into weight and bias, then the one convolution ``conv(weight, bias)``."""
+        with float32_math(x.device):
+            mean, deconv = self._estimate(patches, x.dtype)
+            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
+                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
+        return conv(weight.to(x.dtype), bias.to(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        dims, padding = len(self.kernel_size), self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
             padding = (0,) * dims
-        with float32_math(x.device):
-            mean, deconv = self._estimate(lambda: self._patch_samples(x, padding), x.dtype)
-            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
-                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
-        return _CONV_FNS[dims](x, weight.to(x.dtype), bias.to(x.dtype), self.stride, padding, self.dilation,
-                               self.groups)
+        return self._whitened(x, lambda: self._patch_samples(x, padding), lambda weight, bias: _CONV_FNS[dims](
+            x, weight, bias, self.stride, padding, self.dilation, self.groups))
 
     @torch.no_grad()
     def fused(self) -> nn.Module:
@@ -106,34 +114,13 @@ class ConvDeconvMixin:
 class DirectConvDeconvMixin(ConvDeconvMixin):
     """:class:`ConvDeconvMixin` for the direct ``Conv1d``/``Conv2d``/``Conv3d``, which share one argument order."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, ...],
-        stride: int | tuple[int, ...] = 1,
-        padding: int | tuple[int, ...] | str = 0,
-        dilation: int | tuple[int, ...] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        block: int = 64,
-        sampling_stride: int = 3,
-        eps: float = 1e-5,
-        n_iter: int = 5,
-        momentum: float = 0.1,
-        freeze_iter: int | None = None,
-        stats_grad: bool = True,
-        max_samples: int | None = None,
-        update_every: int = 1,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] | str = 0,
+                 dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **settings: Unpack[WhiteningSettings]) -> None:
         """The direct conv's arguments (1-, 2- or 3-d, as the ``torch.nn`` class it subclasses), then
-        the deconvolution's (see :class:`~ndeconv.layers._whitening.WhiteningState`)."""
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-            device=device, dtype=dtype,
-        )
-        self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
-                          update_every, device, dtype)
+        the deconvolution's as keywords (:class:`~ndeconv.layers._whitening.WhiteningSettings`)."""
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device=device, dtype=dtype)
+        self._init_deconv(device, dtype, **settings)

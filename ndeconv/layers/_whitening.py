@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypedDict
 
 import torch
 from torch import Tensor
@@ -28,6 +28,23 @@ def float32_math(device: torch.device) -> Iterator[None]:
         yield
 
 
+class WhiteningSettings(TypedDict, total=False):
+    """The whitening settings every deconvolution layer takes, as keywords after the arguments of
+    its ``torch.nn`` twin and in this order (what each does: :class:`WhiteningState`;
+    ``sampling_stride`` is for the conv layers and ``ChannelDeconv``). A model's conversion sets
+    them from one :class:`~ndeconv.DeconvConfig`."""
+
+    block: int
+    sampling_stride: int
+    eps: float
+    n_iter: int
+    momentum: float
+    freeze_iter: int | None
+    stats_grad: bool
+    max_samples: int | None
+    update_every: int
+
+
 class WhiteningState:
     """Mixin for ``nn.Module`` subclasses that whiten ``f``-dimensional samples in ``groups`` groups.
 
@@ -50,32 +67,18 @@ class WhiteningState:
     ``process_group`` so every process whitens with those of the global batch.
     """
 
-    eps: float
-    n_iter: int
-    momentum: float
-    freeze_iter: int | None
-    stats_grad: bool
-    max_samples: int | None
-    update_every: int
     running_mean: Tensor
     running_deconv: Tensor
     num_batches_tracked: Tensor
     num_steps: Tensor
 
-    def _init_whitening(
-        self,
-        groups: int,
-        f: int,
-        eps: float,
-        n_iter: int,
-        momentum: float,
-        freeze_iter: int | None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        stats_grad: bool = True,
-        max_samples: int | None = None,
-        update_every: int = 1,
-    ) -> None:
+    def _init_whitening(self, groups: int, f: int, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None, *, eps: float = 1e-5, n_iter: int = 5,
+                        momentum: float = 0.1, freeze_iter: int | None = None, stats_grad: bool = True,
+                        max_samples: int | None = None, update_every: int = 1) -> None:
+        """Validate and keep the settings (all but ``block`` and ``sampling_stride``, which the
+        layer resolves) and register the running estimates of ``groups`` ``f``-dimensional
+        distributions."""
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
         if n_iter < 1:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import Tensor, nn
 
 from .. import functional as DF
-from ._whitening import WhiteningState, float32_math, math_dtype
+from ._whitening import WhiteningSettings, WhiteningState, float32_math, math_dtype
 
 
 class ChannelDeconv(WhiteningState, nn.Module):
@@ -14,27 +16,21 @@ class ChannelDeconv(WhiteningState, nn.Module):
 
     Input ``(N, C)`` or ``(N, C, H, W)`` (statistics from every ``sampling_stride``-th pixel).
     The ``C mod block`` leftover channels get plain standardisation. No parameters; running
-    estimates for eval, like BatchNorm without the affine part.
+    estimates for eval, like BatchNorm without the affine part. ``input_dims`` (a buffer, so it
+    travels with the state dict) records the rank of the input it trained on, which decides what
+    :meth:`fused` becomes.
     """
 
     running_mean_rest: Tensor
     running_var_rest: Tensor
+    input_dims: Tensor
 
-    def __init__(
-        self,
-        num_features: int,
-        block: int = 512,
-        eps: float = 1e-5,
-        n_iter: int = 5,
-        momentum: float = 0.1,
-        sampling_stride: int = 3,
-        freeze_iter: int | None = None,
-        stats_grad: bool = True,
-        max_samples: int | None = None,
-        update_every: int = 1,
-        device: torch.device | str | None = None,
-    ) -> None:
+    def __init__(self, num_features: int, *, device: torch.device | str | None = None,
+                 **settings: Unpack[WhiteningSettings]) -> None:
+        """The channel count, then the whitening's settings as keywords (``block`` default 512,
+        ``sampling_stride`` 3)."""
         super().__init__()
+        block, sampling_stride = settings.pop("block", 512), settings.pop("sampling_stride", 3)
         if block < 1 or sampling_stride < 1:
             raise ValueError(f"block and sampling_stride must be positive, got {block}, {sampling_stride}")
         self.num_features = num_features
@@ -42,12 +38,10 @@ class ChannelDeconv(WhiteningState, nn.Module):
         self.num_blocks = num_features // self.block
         self.sampling_stride = int(sampling_stride)
         rest = num_features - self.num_blocks * self.block
-        self._init_whitening(
-            self.num_blocks, self.block, eps, n_iter, momentum, freeze_iter, device, None, stats_grad, max_samples,
-            update_every,
-        )
+        self._init_whitening(self.num_blocks, self.block, device, None, **settings)
         self.register_buffer("running_mean_rest", torch.zeros(rest, device=device))
         self.register_buffer("running_var_rest", torch.ones(rest, device=device))
+        self.register_buffer("input_dims", torch.tensor(0, dtype=torch.long, device=device))  # 0: not trained yet
 
     def _samples(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
@@ -57,7 +51,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"ChannelDeconv expects (N, {self.num_features}[, H, W]) input, got {tuple(x.shape)}")
-        self.last_input_dim = x.dim()
+        if self.training:
+            self.input_dims.fill_(x.dim())
         width = self.num_blocks * self.block
         dtype = math_dtype(x.dtype)
         use_batch = self._take_step()  # decided once for both parts: it counts the step
@@ -95,13 +90,21 @@ class ChannelDeconv(WhiteningState, nn.Module):
             self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.update_momentum)
         return mean, var
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # layers saved before input_dims existed: the input rank is unknown, as for an untrained layer
+        state_dict.setdefault(prefix + "input_dims", torch.tensor(0, dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
-    def fused(self, spatial: bool = True) -> nn.Module:
-        """The affine map of this layer's eval function as a 1x1 ``nn.Conv2d`` (``spatial``) or ``nn.Linear``.
+    def fused(self, spatial: bool | None = None) -> nn.Module:
+        """The affine map of this layer's eval function as a 1x1 ``nn.Conv2d`` (``spatial``) or ``nn.Linear``;
+        by default ``nn.Linear`` if it trained on ``(N, C)`` input (``input_dims``), else the conv.
 
         Whitened channels get ``D`` blockwise, leftover channels ``1/sqrt(var + eps)``; the bias is
         ``-A mu``.
         """
+        if spatial is None:
+            spatial = int(self.input_dims) != 2
         c, width = self.num_features, self.num_blocks * self.block
         matrix = torch.zeros(c, c, dtype=math_dtype(self.running_deconv.dtype), device=self.running_deconv.device)
         for g in range(self.num_blocks):

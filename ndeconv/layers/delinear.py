@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
-from ._whitening import WhiteningState, float32_math
+from ._whitening import WhiteningSettings, WhiteningState, float32_math
 
 
 class Delinear(WhiteningState, nn.Linear):
@@ -18,26 +20,14 @@ class Delinear(WhiteningState, nn.Linear):
     paper's code. Same ``weight``/``bias`` as ``nn.Linear``.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        block: int = 512,
-        eps: float = 1e-5,
-        n_iter: int = 5,
-        momentum: float = 0.1,
-        freeze_iter: int | None = None,
-        stats_grad: bool = True,
-        max_samples: int | None = None,
-        update_every: int = 1,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **settings: Unpack[WhiteningSettings]) -> None:
+        """``nn.Linear``'s arguments, then the whitening's as keywords (``block`` default 512, no
+        ``sampling_stride``)."""
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.block = DF.resolve_block(block, in_features)
-        self._init_whitening(1, self.block, eps, n_iter, momentum, freeze_iter, device, dtype, stats_grad, max_samples,
-                             update_every)
+        self.block = DF.resolve_block(settings.pop("block", 512), in_features)
+        self._init_whitening(1, self.block, device, dtype, **settings)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:

@@ -3,13 +3,15 @@ segmentation heads)."""
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
 from ._conv import ConvDeconvMixin
-from ._whitening import WhiteningState, float32_math
+from ._whitening import WhiteningSettings, WhiteningState
 
 
 class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d):
@@ -27,34 +29,15 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
 
     plain = nn.ConvTranspose2d
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
-        output_padding: int | tuple[int, int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: int | tuple[int, int] = 1,
-        block: int = 64,
-        sampling_stride: int = 3,
-        eps: float = 1e-5,
-        n_iter: int = 5,
-        momentum: float = 0.1,
-        freeze_iter: int | None = None,
-        stats_grad: bool = True,
-        max_samples: int | None = None,
-        update_every: int = 1,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 output_padding: int | tuple[int, int] = 0, groups: int = 1, bias: bool = True,
+                 dilation: int | tuple[int, int] = 1, padding_mode: str = "zeros",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **settings: Unpack[WhiteningSettings]) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
                          dilation, padding_mode, device=device, dtype=dtype)
-        self._init_deconv(block, sampling_stride, eps, n_iter, momentum, freeze_iter, stats_grad, max_samples,
-                          update_every, device, dtype)
+        self._init_deconv(device, dtype, **settings)
 
     @staticmethod
     def _geometry(conv: nn.ConvTranspose2d, bias: bool) -> tuple:
@@ -67,20 +50,14 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         return DF.conv_as_transposed_weight(weight, self.groups), bias
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"FastDeconvTranspose2d expects (N, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        self._check_input(x)
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)
-        with float32_math(x.device):
-            mean, deconv = self._estimate(
-                lambda: DF.conv_transpose_patch_samples(
-                    x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride,
-                    padding=self.padding, output_padding=output_padding, dilation=self.dilation,
-                    sampling_stride=self.sampling_stride,
-                ),
-                x.dtype,
-            )
-            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
-                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
-        return F.conv_transpose2d(x, weight.to(x.dtype), bias.to(x.dtype), self.stride, self.padding, output_padding,
-                                  self.groups, self.dilation)
+
+        def patches() -> Tensor:
+            return DF.conv_transpose_patch_samples(
+                x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride, padding=self.padding,
+                output_padding=output_padding, dilation=self.dilation, sampling_stride=self.sampling_stride)
+
+        return self._whitened(x, patches, lambda weight, bias: F.conv_transpose2d(
+            x, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation))

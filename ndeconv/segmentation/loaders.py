@@ -10,7 +10,7 @@ import torch
 from fastai.data.core import DataLoaders
 
 from ..data.loaders import TensorImageDL, subset_indices
-from ..data.sources import _load_path, check_splits, load_hub
+from ..data.sources import check_splits, load_hub, load_path
 from ..recipe import DataSpec, Recipe
 from .augment import SegmentationTransform
 from .data import CITYSCAPES_TRAIN_IDS, cityscapes_dataset, decode_segmentation, digit_canvas_dataset
@@ -44,7 +44,8 @@ def load_segmentation_splits(spec: DataSpec, source: str = "data") -> Segmentati
                                        for split in (spec.train_split, spec.valid_split)})
             image_col, mask_col, label_map = "image", "mask", CITYSCAPES_TRAIN_IDS
         else:
-            ds = _load_path(path, spec, f"{source}.path")[0]
+            ds = load_path(path, spec.train_split, spec.valid_split, spec.image_column, spec.label_column,
+                           f"{source}.path")[0]
     else:
         ds, origin = load_hub(spec, source), spec.hub_id
     check_splits(ds, spec, (image_col, mask_col), origin)

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..io import write_text
-from .checkpoint import CHECKPOINT, METRICS, rows_to_csv, save_checkpoint
+from ..rundir import CHECKPOINT, METRICS, rows_to_csv
+from .checkpoint import save_checkpoint
 
 __all__ = ["AcceleratorCallback", "DivergenceCallback", "NonFinite", "RunDirCallback", "RichProgressCallback"]
 

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import yaml
 
-from ..recipe import HEADLINE, Recipe, recipe_to_dict
+from ..recipe import Recipe, recipe_to_dict
+from ..tasks import get_task
 
-__all__ = ["CARD", "model_card"]
-
-CARD = "README.md"
+__all__ = ["model_card"]
 
 _NORM = {"deconv": "network deconvolution", "bn": "batch normalisation"}
-
-
-_TASK = {"classification": ("image-classification", "Image Classification", "top-1 accuracy"),
-         "segmentation": ("image-segmentation", "Image Segmentation", "mean IoU")}
 
 
 def _metadata(recipe: Recipe, results: dict) -> dict:
     data = recipe.data
     dataset = data.hub_id or data.builtin or recipe.name
-    task, task_name, label = _TASK[recipe.task]
-    score = HEADLINE[recipe.task][0]
+    t = get_task(recipe.task)
+    task, task_name, label, score = t.hub_tag, t.hub_name, t.card_metric, t.metric
     meta = {
         "library_name": "ndeconv",
         "tags": [task, "timm", "ndeconv", "network-deconvolution" if recipe.model.norm == "deconv"
@@ -54,7 +49,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
     """The card's markdown for a run trained with ``recipe`` that reported ``results`` and per-epoch ``rows``."""
     norm = _NORM.get(recipe.model.norm, recipe.model.norm)
-    score, label = HEADLINE[recipe.task][0], _TASK[recipe.task][2]
+    score, label = get_task(recipe.task).metric, get_task(recipe.task).card_metric
     summary = [[label, f"{100 * results[score]:.2f}%"],
                [f"best {label}", f"{100 * results[f'best_{score}']:.2f}%"],
                ["validation loss", f"{results['valid_loss']:.4f}"],

@@ -1,9 +1,7 @@
-"""What a run directory stores between epochs: checkpoints (model, optimizer, RNG) and the metrics table."""
+"""The checkpoint a run writes after every epoch (model, optimizer, RNG states) and reads to resume."""
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from pathlib import Path
 
@@ -12,11 +10,7 @@ import torch
 
 from ..io import atomic_write
 
-__all__ = ["CHECKPOINT", "METRICS", "rng_state", "set_rng_state", "save_checkpoint", "read_checkpoint",
-           "load_checkpoint", "rows_to_csv", "read_metrics"]
-
-CHECKPOINT = "checkpoint.pth"
-METRICS = "metrics.csv"
+__all__ = ["rng_state", "set_rng_state", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
 
 
 def _numpy_state() -> tuple:
@@ -105,18 +99,3 @@ def load_checkpoint(learn, path: Path) -> tuple[int, tuple | None]:
         learn.opt.load_state_dict(state["opt"])
     set_rng_state(learn, state["rng"])
     return int(state["epoch"]), state.get("smooth_loss")
-
-
-def rows_to_csv(rows: list[dict]) -> str:
-    """Rows of a metrics table as CSV text with a header (the columns of the first row)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["epoch"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """``metrics.csv`` back as rows of numbers."""
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]

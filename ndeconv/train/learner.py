@@ -1,12 +1,11 @@
-"""Build what a recipe describes: the timm model (BN or deconvolution), the Accelerator, the fastai Learner."""
+"""Build what a recipe trains with: the Accelerator and the fastai Learner (the model comes from
+:func:`ndeconv.rundir.build_model`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from functools import partial
 
-import timm
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
@@ -14,47 +13,19 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.metrics import accuracy, top_k_accuracy
 from fastai.optimizer import SGD, Adam
 from fastcore.basics import noop
 from torch import nn
 
-from ..convert import deconvolve
-from ..errors import RecipeError
-from ..init import initialize
 from ..recipe import Recipe
-from ..segmentation.metrics import MeanIoU, PixelAccuracy
-from ..segmentation.models import create_segmentation_model
+from ..tasks import get_task
 from .budget import StepLimit
 from .callbacks import AcceleratorCallback, DivergenceCallback
 from .tracking import check_trackers
 
-__all__ = ["build_model", "process_state", "make_accelerator", "build_learner", "run_epochs", "fit_recipe", "top5"]
+__all__ = ["process_state", "make_accelerator", "build_learner", "run_epochs", "fit_recipe"]
 
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-
-
-def build_model(recipe: Recipe) -> nn.Module:
-    """``timm.create_model`` for the recipe's data (segmentation: :func:`create_segmentation_model`),
-    initialised as ``model.init`` says, deconvolved when ``model.norm`` is ``deconv``."""
-    m, d = recipe.model, recipe.data
-    if recipe.task == "segmentation":
-        model = create_segmentation_model(m.name, d.num_classes, d.channels, m.feature_level)
-        initialize(model, m.init)
-        if m.norm == "deconv":
-            deconvolve(model, **dataclasses.asdict(m.deconv))
-        return model
-    if not timm.is_model(m.name):
-        raise RecipeError(f"model.name: unknown timm model '{m.name}' (see timm.list_models() or `ndeconv models`)")
-    try:
-        model = timm.create_model(m.name, pretrained=False, num_classes=d.num_classes, in_chans=d.channels,
-                                  drop_rate=m.drop_rate)
-    except TypeError as e:
-        raise RecipeError(f"model.name: cannot build '{m.name}' for this data ({e})") from None
-    initialize(model, m.init)
-    if m.norm == "deconv":
-        deconvolve(model, **dataclasses.asdict(m.deconv))
-    return model
 
 
 def process_state() -> PartialState:
@@ -82,34 +53,22 @@ def make_accelerator(precision: str, cpu: bool | None = None, log_with: list[str
     return Accelerator(mixed_precision=mixed, cpu=cpu, log_with=trackers or None, project_dir=project_dir)
 
 
-def top5(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-    """Top-5 accuracy."""
-    return top_k_accuracy(inp, targ, k=5)
-
-
 def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator,
                   cbs: list | None = None) -> Learner:
     """A fastai Learner with the recipe's optimizer and metrics, driven by ``accelerator``, that
     stops at the first non-finite loss or weight (:class:`DivergenceCallback`).
 
     SGD uses classic momentum and L2 weight decay on every parameter, as ``torch.optim.SGD``
-    did in the paper's code; AdamW decouples it. Classification reports accuracy (and top-5 from
-    100 classes), segmentation mean IoU and pixel accuracy. fastai's console progress is replaced
-    by ndeconv's rich callback.
+    did in the paper's code; AdamW decouples it. The loss and metrics are the recipe's task's
+    (:mod:`ndeconv.tasks`). fastai's console progress is replaced by ndeconv's rich callback.
     """
     o = recipe.optim
     if o.name == "sgd":
         opt_func = partial(SGD, mom=o.momentum, decouple_wd=False)
     else:
         opt_func = partial(Adam, mom=o.momentum, decouple_wd=True)
-    d = recipe.data
-    if recipe.task == "segmentation":  # per-pixel classes; unlabelled pixels count in neither loss nor metrics
-        loss_func = nn.CrossEntropyLoss(ignore_index=d.ignore_index)
-        metrics = [MeanIoU(d.num_classes, d.ignore_index), PixelAccuracy(d.num_classes, d.ignore_index)]
-    else:
-        loss_func = nn.CrossEntropyLoss()
-        metrics = [accuracy] + ([top5] if d.num_classes >= 100 else [])
-    learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=o.lr, metrics=metrics,
+    task = get_task(recipe.task)
+    learn = Learner(dls, model, loss_func=task.loss(recipe), opt_func=opt_func, lr=o.lr, metrics=task.metrics(recipe),
                     wd=o.weight_decay, wd_bn_bias=True,
                     cbs=[AcceleratorCallback(accelerator), DivergenceCallback(), *(cbs or [])])
     learn.remove_cb(ProgressCallback)

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import RunDirError
+from ..rundir import LOCK
 
-__all__ = ["LOCK", "run_lock"]
-
-LOCK = ".lock"
+__all__ = ["run_lock"]
 
 
 @contextlib.contextmanager

@@ -1,43 +1,36 @@
-"""One training run: recipe in, complete run directory out (and resumable if interrupted).
-
-A run directory holds ``config.yaml`` (the resolved recipe), ``metrics.csv`` (a row per epoch),
-``checkpoint.pth`` (after every epoch), and, once training finished, ``model.safetensors``, the
-model card ``README.md`` and ``results.json``; with trackers, ``logs/``. ``results.json`` is written
-last: its presence marks a complete run.
-"""
+"""One training run: recipe in, complete run directory out (and resumable if interrupted), its
+files written in the order :mod:`ndeconv.rundir` describes."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import platform
 from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 from fastai.torch_core import set_seed
 from rich.console import Console
 from safetensors.torch import save_model
 
 from .. import __version__
-from ..data import load_splits, make_dataloaders
 from ..errors import DivergedError, RecipeError, RunDirError
 from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
-from ..recipe import HEADLINE, Recipe, parse_budget, parse_recipe, read_text_file, read_yaml, recipe_to_dict
+from ..recipe import Recipe, parse_budget, recipe_to_dict
+from ..rundir import (CARD, CHECKPOINT, CONFIG, LOCK, METRICS, RESULTS, WEIGHTS, build_model, is_finished,
+                      load_run_recipe, read_metrics, read_results)
+from ..tasks import get_task
 from .budget import calibrate
-from ..segmentation.loaders import load_segmentation_splits, make_segmentation_dataloaders
 from .callbacks import NonFinite, RichProgressCallback, RunDirCallback
-from .card import CARD, model_card
-from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, read_metrics
-from .lock import LOCK, run_lock
-from .learner import build_learner, build_model, fit_recipe, make_accelerator, process_state
+from .card import model_card
+from .checkpoint import load_checkpoint
+from .learner import build_learner, fit_recipe, make_accelerator, process_state
+from .lock import run_lock
+from .processes import check_launch_environment, check_resume_processes, naming_lost_peers, record_launch
 from .tracking import TrackerCallback, flat_config
 
-__all__ = ["train", "resume", "default_run_dir", "load_run_recipe", "CONFIG", "RESULTS", "WEIGHTS"]
-
-CONFIG, RESULTS, WEIGHTS = "config.yaml", "results.json", "model.safetensors"
+__all__ = ["train", "resume", "default_run_dir"]
 
 
 def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
@@ -46,27 +39,13 @@ def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
     return Path(root) / f"{recipe.name}-{recipe.model.name}-{recipe.model.norm}-{stamp}"
 
 
-def load_run_recipe(run_dir: str | Path) -> Recipe:
-    """The resolved recipe a run directory was trained with."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
-    config = run_dir / CONFIG
-    if not config.is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
-    try:
-        return parse_recipe(read_yaml(read_text_file(config, "run's config.yaml")), str(config))
-    except yaml.YAMLError as e:
-        raise RunDirError(f"{config}: damaged, not valid YAML ({getattr(e, 'problem', e)})") from None
-
-
 def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def _results(recipe: Recipe, rows: list[dict], learn, dls, accelerator, sync_stats: bool) -> dict:
     """What ``results.json`` holds: the last epoch's metrics, the run's length and time, the setup."""
-    score = HEADLINE[recipe.task][0]
+    score = get_task(recipe.task).metric
     last = rows[-1] if rows else {}
     metrics = {k: v for k, v in last.items()
                if k not in ("epoch", "train_loss", "valid_loss", "seconds", "train_seconds")}
@@ -92,16 +71,17 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
     lock (:func:`run_lock`; a ``fresh`` run takes it only once the input has been checked and
     built, so bad input leaves nothing behind)."""
     with contextlib.ExitStack() as held:
+        held.enter_context(naming_lost_peers(run_dir))
         set_seed(recipe.train.seed)
         accelerator = make_accelerator(recipe.train.precision, log_with=recipe.train.log_with,
                                        project_dir=str(run_dir))
+        check_launch_environment(accelerator.num_processes)
         is_main = accelerator.is_main_process
         if is_main and not fresh:  # a resume: the directory is ours before anything in it is read
             held.enter_context(run_lock(run_dir, fresh=False))
-        if recipe.task == "segmentation":
-            dls = make_segmentation_dataloaders(recipe, splits=load_segmentation_splits(recipe.data))
-        else:
-            dls = make_dataloaders(recipe, splits=load_splits(recipe.data))
+        if not fresh:
+            check_resume_processes(run_dir, accelerator.num_processes)
+        dls = get_task(recipe.task).dataloaders(recipe)
         model = build_model(recipe)
         if sync_stats and accelerator.num_processes > 1:
             from ..distributed import sync_deconv_stats
@@ -125,6 +105,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
                 if fresh:
                     held.enter_context(run_lock(run_dir, fresh=True))
                 write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
+                record_launch(run_dir, accelerator.num_processes, sync_stats)
         accelerator.wait_for_everyone()
         try:
             fit_recipe(learn, recipe, start_epoch)
@@ -134,7 +115,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         except NonFinite as e:  # a result, not a crash: recorded, and the last finite checkpoint stays
             progress_cb.close()
             results = {**_results(recipe, run_cb.rows, learn, dls, accelerator, sync_stats), "status": "diverged",
-                       HEADLINE[recipe.task][0]: None,
+                       get_task(recipe.task).metric: None,
                        "diverged": {"epoch": e.epoch, "step": e.step, "lr": e.lr, "what": e.what}}
             if is_main:
                 write_json(run_dir / RESULTS, results)
@@ -165,7 +146,8 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
     """
     run_dir = check_writable(Path(out) if out is not None else default_run_dir(recipe), directory=True)
     if process_state().is_main_process and run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
-        raise RunDirError(f"{run_dir}: already exists and is not empty (use --resume {run_dir} to continue it)")
+        raise RunDirError(f"{run_dir}: already exists and is not empty (resume it to continue it, or choose another "
+                          "output directory)")
     return run_dir, _run(recipe, run_dir, False, console, progress, sync_stats, cbs, fresh=True)
 
 
@@ -176,8 +158,8 @@ def resume(run_dir: str | Path, *, console: Console | None = None, progress: boo
     one raises :class:`DivergedError` again."""
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
-    if (run_dir / RESULTS).is_file():
-        results = json.loads((run_dir / RESULTS).read_text())
+    if is_finished(run_dir):
+        results = read_results(run_dir)
         if results.get("status") == "diverged":
             at = results.get("diverged", {})
             raise DivergedError(f"{run_dir}: this run diverged (epoch {at.get('epoch')}, step {at.get('step')}); "

@@ -1,6 +1,6 @@
 """Experiment tracking through Accelerate's trackers (TensorBoard, trackio, wandb, mlflow, ...).
 
-``train.log_with`` in a recipe (``--log-with`` on the command line) names the trackers; the
+``train.log_with`` in a recipe names the trackers; the
 :class:`TrackerCallback` logs per step (training loss, learning rate) and per epoch (the row
 ``metrics.csv`` gets: losses, accuracy, seconds) through ``accelerator.log``, which only the
 main process carries out. Trackers that write files (TensorBoard) write under ``RUN_DIR/logs``.
@@ -12,10 +12,9 @@ from fastai.callback.core import Callback
 
 from ..errors import RecipeError
 from ..recipe import Recipe, recipe_to_dict
+from ..rundir import LOG_DIR
 
-__all__ = ["LOG_DIR", "check_trackers", "flat_config", "TrackerCallback"]
-
-LOG_DIR = "logs"
+__all__ = ["check_trackers", "flat_config", "TrackerCallback"]
 
 
 def check_trackers(names: list[str]) -> list[str]:
