@@ -22,7 +22,7 @@ def test_nbdev_test_runs_every_notebook():
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Success." in proc.stdout
-    assert proc.stdout.count("- Completed") == len(NBS) == 3
+    assert proc.stdout.count("- Completed") == len(NBS) == 4
 
 
 @pytest.mark.parametrize("path", NBS, ids=[p.stem for p in NBS])
