@@ -263,7 +263,7 @@ def test_a_failed_write_names_the_file_and_the_cause(tiny_recipe, tmp_path):
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=600)
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err[-2000:]
-    assert f"{out / 'checkpoint.pth'}: could not write it (the file-size limit (102400 bytes" in err
+    assert err.startswith(f"error: {out / 'checkpoint.pth'}: could not write it (the file-size limit (102400 bytes")
     assert f"ndeconv train --resume {out}" in err
     assert not list(out.glob(".*.tmp")) and not (out / "results.json").exists()
 

@@ -48,7 +48,7 @@ def decode_image(value: object, channels: int, size: int) -> np.ndarray:
         w, h = image.size
         left, top = (w - size) // 2, (h - size) // 2
         image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy shares it
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 

@@ -74,11 +74,14 @@ def read_checkpoint(path: Path) -> dict:
     holding anything else (a planted pickle, a checkpoint of another program) is refused before any
     of it runs, and a damaged file is a :class:`RunDirError` naming it."""
     import pickle
+    import warnings
 
     from ..errors import RunDirError, first_line
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before it refuses the file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise RunDirError(f"{path}: holds objects other than tensors and numbers; not a checkpoint ndeconv wrote, "
                           "refusing to load it") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import platform
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from safetensors.torch import save_model
 
 from .. import __version__
-from ..errors import DivergedError, RecipeError, RunDirError
+from ..errors import DivergedError, NdeconvError, RecipeError, RunDirError
 from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
 from ..recipe import Recipe, parse_budget, recipe_to_dict
 from ..rundir import (CARD, CHECKPOINT, CONFIG, LOCK, METRICS, RESULTS, WEIGHTS, build_model, is_finished,
@@ -31,6 +32,9 @@ from .processes import check_launch_environment, check_resume_processes, naming_
 from .tracking import TrackerCallback, flat_config
 
 __all__ = ["train", "resume", "default_run_dir"]
+
+#: What fastai puts before an exception raised in a callback.
+_FASTAI_PREFIX = re.compile(r"^Exception occured in `\w+` when calling event `\w+`:\s*")
 
 
 def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
@@ -109,6 +113,9 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         accelerator.wait_for_everyone()
         try:
             fit_recipe(learn, recipe, start_epoch)
+        except NdeconvError as e:  # fastai prefixes a callback's exception with its own words: keep ndeconv's
+            e.args = (_FASTAI_PREFIX.sub("", str(e)),)
+            raise
         except KeyboardInterrupt:  # the checkpoint of the last finished epoch stays: resume continues from there
             progress_cb.close()
             raise
