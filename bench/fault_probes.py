@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from runstate import rank_process  # noqa: E402
 from tinydata import write_tiny_parquet, write_tiny_recipe  # noqa: E402
 
 
@@ -203,21 +204,6 @@ def probe_undecodable_uncached(p: Probes) -> str:
     return f"{said(proc)}; run directory {'left behind' if out.exists() else 'not made'}"
 
 
-def _rank_process(pid: int, rank: int):
-    import psutil
-
-    start = time.time()
-    while time.time() - start < 120:
-        for child in psutil.Process(pid).children(recursive=True):
-            try:
-                if child.environ().get("RANK") == str(rank) and "ndeconv" in " ".join(child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(0.1)
-    raise RuntimeError("no rank process")
-
-
 def probe_dead_rank(p: Probes) -> str:
     out = p.work / "dead-rank"
     proc = p.popen([sys.executable, "-m", "ndeconv", "train", str(p.recipe), "--epochs", "6", "--batch-size", "4",
@@ -226,7 +212,7 @@ def probe_dead_rank(p: Probes) -> str:
         if proc.poll() is not None:
             return "the run ended before its first epoch: " + said((proc.returncode, proc.stderr.read()))
         time.sleep(0.1)
-    _rank_process(proc.pid, 1).send_signal(signal.SIGKILL)
+    rank_process(proc.pid, 1).send_signal(signal.SIGKILL)
     killed = time.time()
     _, err = proc.communicate(timeout=600)
     gone = time.time() - killed

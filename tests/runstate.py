@@ -49,3 +49,19 @@ def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 3
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     raise AssertionError(f"the run never finished epoch {n}")
+
+
+def rank_process(pid: int, rank: int, timeout: float = 120):
+    """The training process of ``rank`` among the descendants of ``pid`` (found by its RANK variable)."""
+    import psutil
+
+    start = time.time()
+    while time.time() - start < timeout:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if child.environ().get("RANK") == str(rank) and "ndeconv" in " ".join(child.cmdline()):
+                    return child
+            except psutil.Error:
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"no process of rank {rank}")

@@ -18,7 +18,7 @@ from ndeconv.cli import app
 from ndeconv.errors import LaunchError
 from ndeconv.rundir import read_metrics
 from ndeconv.train import resume
-from runstate import assert_identical, run_state, wait_for_rows
+from runstate import assert_identical, rank_process, run_state, wait_for_rows
 from tinydata import write_tiny_recipe
 
 CLI = [sys.executable, "-m", "ndeconv"]
@@ -43,27 +43,19 @@ def two_process_run(tmp_path_factory, tiny_parquet):
     return recipe, run_state(root / "ref")
 
 
-def _rank_process(launcher: psutil.Process, rank: int) -> psutil.Process:
-    """The worker of ``rank`` among the launcher's descendants (found by its RANK variable)."""
-    start = time.time()
-    while time.time() - start < 60:
-        for p in launcher.children(recursive=True):
-            try:
-                if p.environ().get("RANK") == str(rank) and "ndeconv" in " ".join(p.cmdline()):
-                    return p
-            except psutil.Error:
-                continue
-        time.sleep(0.1)
-    raise AssertionError(f"no worker of rank {rank}")
+def _started_two_processes(recipe, out) -> subprocess.Popen:
+    """A 2-process run of ``recipe`` into ``out`` through ``--num-processes 2``, once its first epoch is done."""
+    proc = subprocess.Popen(CLI + ["train", str(recipe), *TWO, "--num-processes", "2", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(out / "metrics.csv", 1, proc)
+    return proc
 
 
 @pytest.mark.slow
 def test_two_process_run_killed_and_resumed_through_the_launcher_is_exact(two_process_run, tmp_path):
     recipe, reference = two_process_run
     out = tmp_path / "run"
-    proc = subprocess.Popen(CLI + ["train", str(recipe), *TWO, "--num-processes", "2", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_rows(out / "metrics.csv", 1, proc)
+    proc = _started_two_processes(recipe, out)
     tree = psutil.Process(proc.pid)
     for p in [tree, *tree.children(recursive=True)]:  # the CLI, the launcher and both ranks
         p.kill()
@@ -80,10 +72,8 @@ def test_two_process_run_killed_and_resumed_through_the_launcher_is_exact(two_pr
 def test_a_dead_process_is_one_line_and_the_resume_takes_the_recorded_processes(two_process_run, tmp_path):
     recipe, reference = two_process_run
     out = tmp_path / "run"
-    proc = subprocess.Popen(CLI + ["train", str(recipe), *TWO, "--num-processes", "2", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_rows(out / "metrics.csv", 1, proc)
-    _rank_process(psutil.Process(proc.pid), 1).kill()
+    proc = _started_two_processes(recipe, out)
+    rank_process(proc.pid, 1).kill()
     killed = time.time()
     _, stderr = proc.communicate(timeout=120)
     assert time.time() - killed < 60  # the survivor and the launcher do not wait for a collective's timeout
