@@ -37,8 +37,8 @@ from .tasks import metric_label
 from .train.run import resume, train
 
 __all__ = ["Cell", "parse_grid", "run_comparison", "table_rows", "setting_rows", "best_rows", "equal_time_rows",
-           "accuracy_curve", "time_to_accuracy_rows", "table_markdown", "table_csv", "equal_time_table", "plot_curves",
-           "write_outputs"]
+           "accuracy_curve", "equal_seconds_rows", "time_to_accuracy_rows", "table_markdown", "table_csv",
+           "equal_time_table", "plot_curves", "write_outputs"]
 
 NORMS = ("bn", "deconv")
 LABEL = {"bn": "BN", "deconv": "ND"}
@@ -258,14 +258,15 @@ def _train_seconds(results: dict) -> float:
 
 def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
     """The paper's protocol at each epoch budget, one row per model: parameters (of the
-    deconvolution model, as the paper counted) and accuracies in % (mean over seeds) with training seconds."""
+    deconvolution model, as the paper counted) and accuracies in % (mean over seeds) with training
+    seconds (validation not counted)."""
     rows: dict[str, dict] = {}
     for (model, norm, epochs, _), group in _groups([c for c in _by_epochs(cells) if c.protocol]).items():
         row = rows.setdefault(model, {"model": model})
         if norm == "deconv":
             row["params_M"] = round(group[0].results["params"] / 1e6, 2)
         row[f"{LABEL[norm]}_{epochs}ep"] = _pct(_mean(group, "score"))
-        row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(_mean(group, "seconds"), 1)
+        row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(statistics.fmean(_train_seconds(c.results) for c in group), 1)
     columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in budgets for n in ("BN", "ND")] + \
         [f"{n}_{e}ep_seconds" for e in budgets for n in ("BN", "ND")]
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
@@ -305,6 +306,37 @@ def accuracy_curve(run_dir: Path, metric: str = "accuracy") -> list[tuple[float,
     rows = read_metrics(run_dir / METRICS)
     seconds = itertools.accumulate(r.get("train_seconds", r["seconds"]) for r in rows)
     return [(t, 100 * r[metric]) for t, r in zip(seconds, rows)]
+
+
+def _at_seconds(curve: list[tuple[float, float]], seconds: float) -> tuple[float, float] | None:
+    """The last validation of a curve at or before ``seconds`` of training: ``(its seconds, its metric)``."""
+    return next((point for point in reversed(curve) if point[0] <= seconds), None)
+
+
+def equal_seconds_rows(cells: list[Cell]) -> list[dict]:
+    """Per model and epoch budget of the paper's protocol, both norms trained: each norm's final
+    accuracy (%) and training seconds, and the other norm's accuracy at those seconds, read from its
+    curve (its last validation by then; the mean over its seeds, ``None`` where a seed had not
+    validated yet). A norm that finished sooner holds its final accuracy from then on."""
+    metric = _metric(cells)[0]
+    finals: dict[tuple, dict[str, list[Cell]]] = {}
+    for (model, norm, epochs, _), group in _groups([c for c in _by_epochs(cells) if c.protocol]).items():
+        finals.setdefault((model, epochs), {})[LABEL[norm]] = group
+    rows = []
+    for (model, epochs), by_norm in finals.items():
+        if len(by_norm) < 2:
+            continue
+        row: dict = {"model": model, "epochs": epochs}
+        for name, group in by_norm.items():
+            row[name] = _pct(_mean(group, "score"))
+            row[f"{name}_seconds"] = round(statistics.fmean(_train_seconds(c.results) for c in group), 1)
+        for name, other in (("BN", "ND"), ("ND", "BN")):
+            points = [_at_seconds(accuracy_curve(c.run_dir, metric), row[f"{other}_seconds"]) for c in by_norm[name]]
+            reached = None not in points
+            row[f"{name}_at_{other}"] = round(statistics.fmean(p[1] for p in points), 2) if reached else None
+            row[f"{name}_at_{other}_seconds"] = round(statistics.fmean(p[0] for p in points), 1) if reached else None
+        rows.append(row)
+    return rows
 
 
 def _first_reach(curve: list[tuple[float, float]], level: float) -> float | None:
@@ -410,11 +442,30 @@ def _time_to_accuracy_lines(cells: list[Cell], label: str) -> list[str]:
     return lines + [""]
 
 
+def _equal_seconds_lines(cells: list[Cell], label: str) -> list[str]:
+    """The protocol's runs at equal training seconds: each norm's final result beside the other's at that time."""
+    def at(row: dict, name: str, other: str) -> str:
+        value = row[f"{name}_at_{other}"]
+        return "no validation yet" if value is None else f"{value:.2f} ({row[f'{name}_at_{other}_seconds']:.1f} s)"
+
+    rows = equal_seconds_rows(cells)
+    if not rows:
+        return []
+    lines = [f"**At equal training seconds** (the paper's protocol: each norm's final {label} % and training "
+             "seconds, and the other norm's at those seconds, its last validation by then with its own seconds)", "",
+             "| model | epochs | BN | BN s | ND at BN's s | ND | ND s | BN at ND's s |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['epochs']} | {_fmt(r['BN'])} | {r['BN_seconds']:.1f} | {at(r, 'ND', 'BN')} | "
+              f"{_fmt(r['ND'])} | {r['ND_seconds']:.1f} | {at(r, 'BN', 'ND')} |" for r in rows]
+    return lines + [""]
+
+
 def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list[Cell] | None = None,
                    seeds: list[int] | None = None) -> str:
     """The paper's Table 1 layout for the recipe's own setting: model (params) | BN e1 | ND e1 | ...;
-    then, when ``cells`` hold a grid, the best setting per model, norm and budget, and every setting;
-    with time budgets, the equal-time tables; and the time each norm took to reach a few accuracies."""
+    with both norms, each one's result at the other's training seconds; then, when ``cells`` hold a
+    grid, the best setting per model, norm and budget, and every setting; with time budgets, the
+    equal-time tables; and the time each norm took to reach a few accuracies."""
     over = f", mean of seeds {', '.join(map(str, seeds))}" if seeds else ""
     label = _metric(cells or [])[1]
     by_epochs = _by_epochs(cells or [])
@@ -427,7 +478,8 @@ def table_markdown(rows: list[dict], budgets: list[int], title: str, cells: list
             lines.append("| " + " | ".join(cells_) + " |")
         seconds = ", ".join(f"{row['model']} {e} ep: BN {_fmt(row[f'BN_{e}ep_seconds'])} s, "
                             f"ND {_fmt(row[f'ND_{e}ep_seconds'])} s" for row in rows for e in budgets)
-        lines += ["", f"Training time: {seconds}.", ""]
+        lines += ["", f"Training seconds (validation not counted): {seconds}.", ""]
+        lines += _equal_seconds_lines(cells or [], label)
     elif by_epochs or not cells:
         lines += ["No run used the recipe's own setting (the paper's protocol) for every grid key.", ""]
     if any(c.setting for c in by_epochs):

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import ndeconv.train.budget as budget_mod
 from ndeconv.cli import app
-from ndeconv.compare import Cell, equal_time_rows, parse_grid, time_to_accuracy_rows
+from ndeconv.compare import (Cell, equal_seconds_rows, equal_time_rows, parse_grid, table_markdown, table_rows,
+                             time_to_accuracy_rows)
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe, parse_budget
 from ndeconv.rundir import read_metrics
@@ -270,6 +271,32 @@ def test_time_to_accuracy_takes_each_norms_fastest_run(tmp_path):
     best = {r["budget"]: r for r in equal_time_rows(cells)}["90s"]
     assert (best["BN"], best["BN_setting"]) == (62.0, "optim.lr=0.1")
     assert best["ND"] == pytest.approx(62.0) and best["lead"] == pytest.approx(0.0)
+
+
+def test_equal_seconds_reads_each_norm_from_its_curve_at_the_others_end(tmp_path):
+    cells = [
+        _cell(tmp_path, "bn-3", "bn", [40, 60, 70], [10, 20, 20], budget=None),  # ends at 50 s
+        _cell(tmp_path, "nd-3-0", "deconv", [55, 68, 75], [20, 20, 20], seed=0, budget=None),  # 20, 40, 60 s
+        _cell(tmp_path, "nd-3-1", "deconv", [50, 66, 77], [25, 25, 25], seed=1, budget=None),  # 25, 50, 75 s
+        _cell(tmp_path, "bn-1", "bn", [30], [15], budget=None),
+        _cell(tmp_path, "nd-1", "deconv", [55], [20], budget=None),
+        _cell(tmp_path, "bn-3-lr", "bn", [90, 95, 99], [1, 1, 1], (("optim.lr", "0.01"),), budget=None),
+        _cell(tmp_path, "bn-90s", "bn", [10, 20, 30], [1, 1, 1]),
+    ]
+    rows = {r["epochs"]: r for r in equal_seconds_rows(cells)}
+    assert set(rows) == {1, 3}  # a grid setting and a time budget are not the protocol
+    three = rows[3]
+    assert (three["BN"], three["BN_seconds"]) == (70.0, 50.0)
+    assert three["ND"] == pytest.approx(76.0) and three["ND_seconds"] == pytest.approx(67.5)
+    assert three["ND_at_BN"] == pytest.approx((68 + 66) / 2)  # each seed's last validation by 50 s (the second at 50 s)
+    assert three["ND_at_BN_seconds"] == pytest.approx(45.0)
+    assert (three["BN_at_ND"], three["BN_at_ND_seconds"]) == (70.0, 50.0)  # BN finished before 67.5 s
+    one = rows[1]
+    assert one["ND_at_BN"] is None and (one["BN_at_ND"], one["BN_at_ND_seconds"]) == (30.0, 15.0)
+    table = table_markdown(table_rows(cells, [1, 3]), [1, 3], "t", cells)
+    assert "| m | 3 | 70.00 | 50.0 | 67.00 (45.0 s) | 76.00 | 67.5 | 70.00 (50.0 s) |" in table
+    assert "| m | 1 | 30.00 | 15.0 | no validation yet | 55.00 | 20.0 | 30.00 (15.0 s) |" in table
+    assert "Training seconds (validation not counted): m 1 ep: BN 15.00 s, ND 20.00 s, m 3 ep: BN 50.00 s" in table
 
 
 @pytest.mark.parametrize("item, message", [("gn:optim.lr=0.1", "a scoped key is norm:key.sub"),
