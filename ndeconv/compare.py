@@ -256,6 +256,11 @@ def _train_seconds(results: dict) -> float:
     return results.get("train_seconds", results["seconds"])
 
 
+def _mean_train_seconds(cells: list[Cell]) -> float:
+    """The cells' mean training seconds (validation not counted), to a tenth of a second."""
+    return round(statistics.fmean(_train_seconds(c.results) for c in cells), 1)
+
+
 def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
     """The paper's protocol at each epoch budget, one row per model: parameters (of the
     deconvolution model, as the paper counted) and accuracies in % (mean over seeds) with training
@@ -266,7 +271,7 @@ def table_rows(cells: list[Cell], budgets: list[int]) -> list[dict]:
         if norm == "deconv":
             row["params_M"] = round(group[0].results["params"] / 1e6, 2)
         row[f"{LABEL[norm]}_{epochs}ep"] = _pct(_mean(group, "score"))
-        row[f"{LABEL[norm]}_{epochs}ep_seconds"] = round(statistics.fmean(_train_seconds(c.results) for c in group), 1)
+        row[f"{LABEL[norm]}_{epochs}ep_seconds"] = _mean_train_seconds(group)
     columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in budgets for n in ("BN", "ND")] + \
         [f"{n}_{e}ep_seconds" for e in budgets for n in ("BN", "ND")]
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
@@ -278,7 +283,7 @@ def setting_rows(cells: list[Cell]) -> list[dict]:
     return [{"model": model, "norm": LABEL[norm], "epochs": length, "setting": group[0].label,
              "protocol": group[0].protocol, "accuracy": _pct(_mean(group, "score")),
              "runs": len(group), "seconds": round(_mean(group, "seconds"), 1),
-             "train_seconds": round(statistics.fmean(_train_seconds(c.results) for c in group), 1),
+             "train_seconds": _mean_train_seconds(group),
              "steps": round(statistics.fmean(c.results.get("steps") or 0 for c in group))}
             for (model, norm, length, _), group in _groups(cells).items()]
 
@@ -329,7 +334,7 @@ def equal_seconds_rows(cells: list[Cell]) -> list[dict]:
         row: dict = {"model": model, "epochs": epochs}
         for name, group in by_norm.items():
             row[name] = _pct(_mean(group, "score"))
-            row[f"{name}_seconds"] = round(statistics.fmean(_train_seconds(c.results) for c in group), 1)
+            row[f"{name}_seconds"] = _mean_train_seconds(group)
         for name, other in (("BN", "ND"), ("ND", "BN")):
             points = [_at_seconds(accuracy_curve(c.run_dir, metric), row[f"{other}_seconds"]) for c in by_norm[name]]
             reached = None not in points
