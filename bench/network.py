@@ -2,7 +2,7 @@
 
     python bench/network.py [--models vgg11_cifar,resnet18_cifar] [--batch-size 128,256,512]
                             [--update-every 1,4,16] [--repeat 5] [--fast] [--breakdown vgg11_cifar]
-                            [--set model.deconv.n_iter=5]
+                            [--set model.deconv.n_iter=5] [--variant "b16 k4=block=16,update_every=4"]
 
 For each model and batch size, the bundled cifar10 recipe builds it with BN and with
 deconvolution (the paper's defaults, PyTorch's init), once per ``--update-every`` k (statistics
@@ -13,7 +13,9 @@ printed. A k > 1 model is timed over whole k-step cycles (k steps a sample, divi
 mean step, cheap and full steps in their proportion. Memory on CPU is
 what the step keeps for backward (tensors saved by autograd, counted once per storage) plus
 parameters and gradients; on CUDA it is the peak allocated. ``--fast`` adds the documented
-fast options (``model.deconv.stats_grad: false``, ``max_samples: 2048``). The per-layer breakdown times each
+fast options (``model.deconv.stats_grad: false``, ``max_samples: 2048``); each ``--variant
+"LABEL=key=value,key=value"`` adds an ND model with those ``model.deconv`` settings (``--variant
+fast=preset=fast`` the preset), timed in the same interleaved rounds. The per-layer breakdown times each
 deconvolution layer's parts on the inputs that layer really sees: gathering patches, mean and
 covariance, Newton-Schulz, folding into the weight, and the convolution itself, forward and
 backward (backward = forward+backward minus forward), and for each k what a step costs on
@@ -225,6 +227,13 @@ def _csv_ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    """``"LABEL=key=value,key=value"`` as the label and its ``model.deconv`` overrides."""
+    label, _, settings = text.partition("=")
+    pairs = [item.split("=", 1) for item in settings.split(",") if item.strip()]
+    return label.strip(), {f"model.deconv.{key.strip()}": value.strip() for key, value in pairs}
+
+
 def _cycles(step: Callable[[], None], k: int) -> Callable[[], None]:
     """``k`` consecutive steps as one timed sample (a whole update cycle)."""
     return lambda: [step() for _ in range(k)]
@@ -239,15 +248,18 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="also time the fast options " + str(FAST))
     parser.add_argument("--breakdown", default="vgg11_cifar", help="model for the per-layer breakdown ('' for none)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=KEY=VALUE,...",
+                        help="an ND model with these model.deconv settings (repeatable)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     overrides = dict(item.split("=", 1) for item in args.set)
     batches, ks = _csv_ints(args.batch_size), _csv_ints(args.update_every)
+    variants = [_variant(text) for text in args.variant]
     print(f"device={dev} threads={torch.get_num_threads()} batch sizes={batches} update_every={ks} "
           f"torch={torch.__version__} ndeconv={ndeconv.__version__} overrides={overrides or 'none'}")
-    header = (f"{'model':<18s} {'batch':>5s} {'variant':<10s} {'train ms':>9s} {'ratio':>6s} {'eval ms':>8s} "
+    header = (f"{'model':<18s} {'batch':>5s} {'variant':<16s} {'train ms':>9s} {'ratio':>6s} {'eval ms':>8s} "
               f"{'ratio':>6s} {'memory MB':>10s}")
     print(header)
     for name in [m for m in args.models.split(",") if m]:
@@ -261,12 +273,15 @@ def main() -> None:
                 models[label] = (build(name, "deconv", {**overrides, "model.deconv.update_every": str(k)}, dev), k)
             if args.fast:
                 models["ND fast"] = (build(name, "deconv", {**overrides, **FAST}, dev), 1)
+            for label, settings in variants:
+                model = build(name, "deconv", {**overrides, **settings}, dev)
+                models[label] = (model, int(settings.get("model.deconv.update_every", 1)))
             samples = paired_median_seconds([_cycles(train_step(m, x, y, sync), k) for m, k in models.values()],
                                             args.repeat)
             steps = [t / k for t, (_, k) in zip(samples, models.values())]
             evals = paired_median_seconds([eval_forward(m, x, sync) for m, _ in models.values()], args.repeat)
             for (variant, (model, _)), step, ev in zip(models.items(), steps, evals):
-                print(f"{name:<18s} {batch:>5d} {variant:<10s} {step * 1e3:9.0f} {step / steps[0]:6.2f} "
+                print(f"{name:<18s} {batch:>5d} {variant:<16s} {step * 1e3:9.0f} {step / steps[0]:6.2f} "
                       f"{ev * 1e3:8.0f} {ev / evals[0]:6.2f} {train_memory_mb(model, x, y):10.0f}")
             if name == args.breakdown and batch == batches[0]:
                 nd = models["ND"][0] if 1 in ks else build(name, "deconv", overrides, dev)  # the paper's k = 1

@@ -51,9 +51,11 @@ def _classifier_path(model: nn.Module) -> str | None:
     return linears[-1] if linears else None
 
 
-def _stem_path(model: nn.Module) -> str | None:
-    """Path of the first convolution (it sees the image; ``stem_n_iter`` applies to it)."""
-    return next((name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+def _conv_paths(model: nn.Module) -> dict[str, int]:
+    """``{path: index}`` of every (direct) convolution in module order; the first (index 0) is the stem,
+    which sees the image (``stem_n_iter`` applies to it)."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    return {name: i for i, name in enumerate(convs)}
 
 
 def _turn_off_inplace(model: nn.Module) -> list[str]:
@@ -120,7 +122,7 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
                      stem_freeze_iter=stem.get("freeze_iter") if config.stem_freeze_iter is None
                      else config.stem_freeze_iter)
     report = ConversionReport()
-    stem_path, classifier = _stem_path(model), _classifier_path(model)
+    convs, classifier = _conv_paths(model), _classifier_path(model)
 
     def visit(parent: nn.Module, prefix: str) -> None:
         for name, child in list(parent.named_children()):
@@ -138,7 +140,9 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
                     report.skipped.append((path, kind))
                 visit(child, path)
                 continue
-            ctx = ConversionContext(path, config, is_stem=path == stem_path, is_classifier=path == classifier)
+            index = convs.get(path, -1)
+            ctx = ConversionContext(path, config, is_stem=index == 0, is_classifier=path == classifier,
+                                    conv_index=max(index, 0))
             new = rule(child, ctx)
             if new is not child:
                 setattr(parent, name, new)

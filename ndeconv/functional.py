@@ -36,7 +36,9 @@ __all__ = [
     "conv_weight_unblocks",
     "whitening_stats",
     "sync_whitening_stats",
+    "channel_moments",
     "isqrt_newton_schulz",
+    "isqrt_newton_schulz_warm",
     "fold_whitening",
     "fold_conv",
     "fold_linear",
@@ -363,6 +365,28 @@ class _SyncWhiteningStats(torch.autograd.Function):
         return _samples_grad(centred, grad_mean, grad_cov, float(total)), None, None
 
 
+def channel_moments(x: Tensor, channel_dim: int = 1, group: object | None = None,
+                    sync: bool = False) -> tuple[Tensor, Tensor]:
+    """Mean and (biased) variance of each channel of ``x`` over every other axis, as BatchNorm takes them.
+
+    ``sync``: over the samples of every process in ``group`` (sums, then centred squares,
+    all-reduced with autograd, so the gradient reaches every process's samples exactly).
+    """
+    dims = [d for d in range(x.dim()) if d != channel_dim % x.dim()]
+    if not sync:
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        return mean, var
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_reduce
+
+    count = x.new_tensor(float(x.numel() // x.shape[channel_dim]))
+    dist.all_reduce(count, group=group)
+    mean = all_reduce(x.sum(dims), group=group) / count
+    shape = [-1 if d == channel_dim % x.dim() else 1 for d in range(x.dim())]
+    var = all_reduce((x - mean.view(shape)).square().sum(dims), group=group) / count
+    return mean, var
+
+
 def isqrt_newton_schulz(cov: Tensor, n_iter: int) -> Tensor:
     """``cov^(-1/2)`` for a batch of SPD matrices by the coupled Newton-Schulz iteration.
 
@@ -387,6 +411,28 @@ def _newton_schulz_steps(y: Tensor, n_iter: int) -> Tensor:
         t = 1.5 * eye - 0.5 * (z @ y)
         z = t @ z
     return z
+
+
+def isqrt_newton_schulz_warm(cov: Tensor, init: Tensor, n_iter: int) -> Tensor:
+    """A whitening matrix of ``cov`` close to ``init`` (a previous one), in ``n_iter`` Newton-Schulz steps.
+
+    ``A = init cov init^T`` is near the identity when ``init`` nearly whitens ``cov``, so the
+    coupled iteration on ``A`` (scaled so its mean eigenvalue is 1, and its largest, bounded by
+    the largest row sum, stays below 2.5 where the scalar map converges) needs one or two steps
+    where ``Cov / ||Cov||_F`` needs five or more. Returns ``A^(-1/2) init``, which whitens
+    exactly (``D cov D^T = I``) once the iteration has converged; it is not symmetric: it is
+    the symmetric whitening of ``cov`` rotated towards ``init``. The gradient flows to ``cov``
+    through the steps; ``init`` is a constant.
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+    init = init.detach()
+    a = init @ cov @ init.transpose(-1, -2)
+    f = a.shape[-1]
+    mean_eig = a.diagonal(dim1=-2, dim2=-1).sum(-1) / f
+    row_bound = a.abs().sum(-1).amax(-1) / 2.5
+    c = torch.maximum(mean_eig, row_bound).unsqueeze(-1).unsqueeze(-1)
+    return (_newton_schulz_steps(a / c, n_iter) / c.sqrt()) @ init
 
 
 def _newton_schulz_spectrum(evals: Tensor, n_iter: int) -> tuple[Tensor, Tensor]:

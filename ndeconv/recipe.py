@@ -174,7 +174,8 @@ def quote(value: Any) -> str:
 LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "data.num_classes": 1_000_000,
           "train.batch_size": 65536, "train.epochs": 100_000, "train.steps": 10**9, "train.num_workers": 256,
           "model.deconv.block": 65536, "model.deconv.block_fc": 65536, "model.deconv.n_iter": 1000,
-          "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6}
+          "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6,
+          "model.deconv.whiten_every": 10**6, "model.deconv.warm_start": 1000}
 #: Seeds are 32-bit, as numpy's.
 MAX_SEED = 2**32 - 1
 
@@ -261,6 +262,12 @@ def _check_values(r: Recipe) -> None:
     _positive("model.deconv.eps", r.model.deconv.eps)
     _positive("model.deconv.max_samples", r.model.deconv.max_samples)
     _positive("model.deconv.update_every", r.model.deconv.update_every)
+    _positive("model.deconv.whiten_every", r.model.deconv.whiten_every)
+    _positive("model.deconv.warm_start", r.model.deconv.warm_start, allow_zero=True)
+    if r.model.deconv.whiten_every > 1 and r.model.deconv.scale == "none":
+        raise RecipeError("model.deconv.whiten_every > 1 needs model.deconv.scale sample or channel: the convs "
+                          "between whitened ones only standardise, and a whitened one must stay scale-invariant "
+                          "too")
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _check_length(r.train)

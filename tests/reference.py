@@ -33,6 +33,36 @@ def newton_schulz(cov: np.ndarray, n_iter: int) -> np.ndarray:
     return z / np.sqrt(norm)
 
 
+def newton_schulz_warm(cov: np.ndarray, init: np.ndarray, n_iter: int) -> np.ndarray:
+    """A whitening matrix of ``cov`` from a previous one: the plain coupled iteration on
+    ``A = init cov init^T`` scaled by ``c = max(trace(A) / f, largest absolute row sum / 2.5)``,
+    then ``A^(-1/2) init``."""
+    a = init @ cov @ init.T
+    c = max(np.trace(a) / len(a), np.abs(a).sum(1).max() / 2.5)
+    y = a / c
+    z = np.eye(len(a))
+    for _ in range(n_iter):
+        t = (3 * np.eye(len(a)) - z @ y) / 2
+        y = y @ t
+        z = t @ z
+    return z / np.sqrt(c) @ init
+
+
+def standardize_per_sample(x, eps=1e-5):
+    """Each sample minus its mean, over its standard deviation, over all its values (``scale="sample"``)."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(range(1, x.ndim))
+    return (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+
+
+def standardize_per_channel(x, eps=1e-5):
+    """Each channel minus its mean, over its standard deviation, over the batch and every position
+    (``scale="channel"``: BatchNorm's training statistics, variance biased)."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+
+
 def covariance(samples: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     mu = samples.mean(0)
     centred = samples - mu
@@ -47,9 +77,12 @@ def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
 
 
 def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None):
+                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None, whiten=True, warm=None):
     """Training-mode FastDeconv output, and (mu, D) per conv group: those of the batch, or the given
-    ``stats`` (a layer whitening with its running estimate)."""
+    ``stats`` (a layer whitening with its running estimate).
+
+    ``whiten=False`` convolves the input as it is. ``warm = (inits, n)``: the batch's D from the
+    previous ones (one per conv group)."""
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     n_batch, channels, height, width = x.shape
@@ -65,7 +98,10 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
     for g in range(groups):
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
-        if stats is None:
+        f = len(column_groups[0])
+        if not whiten:
+            mu, deconv = np.zeros(f), np.eye(f)
+        elif stats is None:
             samples = [
                 conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
                 for n in range(n_batch)
@@ -74,7 +110,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
                 for cols in column_groups
             ]
             mu, cov = covariance(np.array(samples), eps)
-            deconv = newton_schulz(cov, n_iter)
+            deconv = newton_schulz(cov, n_iter) if warm is None else newton_schulz_warm(cov, warm[0][g], warm[1])
         else:
             mu, deconv = (np.asarray(a, dtype=np.float64) for a in stats[g])
         used.append((mu, deconv))

@@ -10,11 +10,11 @@ import torch.multiprocessing as mp
 import ndeconv
 
 
-def _layers(update_every=1):
+def _layers(update_every=1, scale="none"):
     torch.manual_seed(0)
     k = dict(n_iter=4, update_every=update_every)
-    conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, **k).double()
-    linear = ndeconv.Delinear(10, 4, block=5, **k).double()
+    conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, scale=scale, **k).double()
+    linear = ndeconv.Delinear(10, 4, block=5, scale=scale, **k).double()
     channel = ndeconv.ChannelDeconv(7, block=4, **k).double()  # 3 leftover channels
     return conv, linear, channel
 
@@ -41,9 +41,9 @@ def _step(layers, x, z, c, shard=slice(None)):
 STEPS = 3  # with update_every = 2: update, reuse, update
 
 
-def _worker(rank, world, init_file, out_dir, update_every):
+def _worker(rank, world, init_file, out_dir, update_every, scale):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    layers = _layers(update_every)
+    layers = _layers(update_every, scale)
     for layer in layers:
         ndeconv.sync_deconv_stats(layer)
     shard = slice(rank * 4, rank * 4 + 4)
@@ -55,11 +55,12 @@ def _worker(rank, world, init_file, out_dir, update_every):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("update_every", [1, 2])
-def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path, update_every):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), update_every), nprocs=2, join=True)
+@pytest.mark.parametrize("update_every, scale", [(1, "none"), (2, "none"), (2, "channel")])
+def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path, update_every, scale):
+    """With ``scale="channel"`` the fresh channel moments of every step are the global batch's too."""
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), update_every, scale), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
-    layers = _layers(update_every)
+    layers = _layers(update_every, scale)
     for step in range(STEPS):  # all ranks update (and reuse) on the same steps
         outs, grads, state, wgrads = _step(layers, *_inputs())  # one process, the whole batch
         r0, r1 = ranks[0][step], ranks[1][step]

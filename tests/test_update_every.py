@@ -31,9 +31,9 @@ def _batches(n):
     return [torch.randn(4, 6, 5, 5, generator=g, dtype=torch.float64) * (1 + i) + i for i in range(n)]
 
 
-def _stats(layer):
-    return [(layer.running_mean[g].numpy().copy(), layer.running_deconv[g].numpy().copy())
-            for g in range(layer.running_mean.shape[0])]
+def _stats(layer, prefix="running"):
+    mean, deconv = getattr(layer, f"{prefix}_mean"), getattr(layer, f"{prefix}_deconv")
+    return [(mean[g].numpy().copy(), deconv[g].numpy().copy()) for g in range(mean.shape[0])]
 
 
 def _reference(layer, x, stats=None):
@@ -66,29 +66,33 @@ def test_k1_is_the_papers_layer_bit_for_bit():
         assert torch.equal(layer.running_deconv, deconv0.lerp(deconv.detach(), 0.1))
 
 
-def test_in_between_steps_whiten_with_the_running_estimate():
+def test_in_between_steps_whiten_with_the_last_updates_estimate():
+    """Not with the running estimate: after an update it is 27% the batch's and 73% the identity it
+    started from, a whitening of nothing the layer sees."""
     k = 3
     layer = _layer(update_every=k)
     momentum = 1 - 0.9 ** k
     for step, x in enumerate(_batches(7)):
-        before = _stats(layer)
+        before, last = _stats(layer), _stats(layer, "last")
         with torch.no_grad():
             out = layer(x).numpy()
         if step % k == 0:  # an update step: the batch's statistics, against the float64 definition
             ref, batch = _reference(layer, x)
             np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
-            for (m0, d0), (mb, db), (m1, d1) in zip(before, batch, _stats(layer)):
+            for (m0, d0), (mb, db), (m1, d1), (ml, dl) in zip(before, batch, _stats(layer), _stats(layer, "last")):
                 np.testing.assert_allclose(m1, m0 + momentum * (mb - m0), rtol=1e-9, atol=1e-12)
                 np.testing.assert_allclose(d1, d0 + momentum * (db - d0), rtol=1e-9, atol=1e-12)
-        else:  # the running estimate, which this step leaves as it was
-            ref, _ = _reference(layer, x, stats=before)
+                np.testing.assert_allclose(ml, mb, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(dl, db, rtol=1e-9, atol=1e-12)
+        else:  # the last update's estimate; this step leaves every estimate as it was
+            ref, _ = _reference(layer, x, stats=last)
             np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
-            for (m0, d0), (m1, d1) in zip(before, _stats(layer)):
+            for (m0, d0), (m1, d1) in zip(before + last, _stats(layer) + _stats(layer, "last")):
                 assert np.array_equal(m0, m1) and np.array_equal(d0, d1)
     assert (int(layer.num_steps), int(layer.num_batches_tracked)) == (7, 3)  # steps 0, 3, 6 updated
 
 
-def test_a_reuse_step_gathers_no_patches_and_folds_the_running_estimate(monkeypatch):
+def test_a_reuse_step_gathers_no_patches_and_folds_the_last_estimate(monkeypatch):
     layer = _layer(update_every=2)
     x0, x1 = _batches(2)
     layer(x0)
@@ -100,7 +104,7 @@ def test_a_reuse_step_gathers_no_patches_and_folds_the_running_estimate(monkeypa
     # the same as a plain conv with the running estimate folded in, gradients included
     w = layer.weight.detach().clone().requires_grad_()
     xx = x1.detach().clone().requires_grad_()
-    fw, fb = DF.fold_conv(w, layer.bias.detach(), layer.running_mean, layer.running_deconv, 1)
+    fw, fb = DF.fold_conv(w, layer.bias.detach(), layer.last_mean, layer.last_deconv, 1)
     expected = F.conv2d(xx, fw, fb, padding=1)
     expected.backward(grad)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
@@ -165,9 +169,10 @@ def test_state_dicts_from_before_the_step_counter_load():
     assert int(fresh.num_steps) == 3
 
 
-def test_compiled_model_updates_on_the_same_steps():
+@pytest.mark.parametrize("scale", ["none", "sample", "channel"])
+def test_compiled_model_updates_on_the_same_steps(scale):
     torch.manual_seed(0)
-    eager = ndeconv.deconvolve(timm.create_model("convnet3", num_classes=10, in_chans=1), update_every=2)
+    eager = ndeconv.deconvolve(timm.create_model("convnet3", num_classes=10, in_chans=1), update_every=2, scale=scale)
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model, backend="aot_eager")
     g = torch.Generator().manual_seed(0)
@@ -204,11 +209,13 @@ class _StopAfterFirstEpoch(Callback):
             raise KeyboardInterrupt
 
 
-def test_the_step_counter_survives_resume_bit_exactly(tiny_parquet, tmp_path):
+@pytest.mark.parametrize("scale", ["none", "channel"])
+def test_the_step_counter_survives_resume_bit_exactly(tiny_parquet, tmp_path, scale):
     """8 batches an epoch with k = 3: the cycle runs across epoch boundaries, so a resumed run is
-    only exact when the counter comes back from the checkpoint."""
+    only exact when the counter (and, with ``scale: channel``, the running input moments) come
+    back from the checkpoint."""
     recipe = load_recipe(write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet),
-                         {"train.epochs": 3, "model.deconv.update_every": "3"})
+                         {"train.epochs": 3, "model.deconv.update_every": "3", "model.deconv.scale": scale})
     _, reference_results = train(recipe, tmp_path / "ref", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, tmp_path / "run", progress=False, cbs=[_StopAfterFirstEpoch()])

@@ -40,7 +40,12 @@ class ConvDeconvMixin:
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
         self.sampling_stride = int(sampling_stride)
-        self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype, **whitening)
+        self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype,
+                             channels=self.in_channels, **whitening)
+
+    @property
+    def _norm_dims(self) -> int:
+        return len(self.kernel_size)
 
     @staticmethod
     def _geometry(conv: nn.modules.conv._ConvNd, bias: bool) -> tuple:
@@ -64,8 +69,11 @@ class ConvDeconvMixin:
     def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
         raise NotImplementedError
 
-    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
-        """The conv weight and bias with the whitening ``(mean, deconv)`` folded in."""
+    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The conv weight and bias with the whitening ``(mean, deconv)`` folded in (as they are for
+        a layer that does not whiten)."""
+        if deconv is None:
+            return self.weight, self.bias
         return DF.fold_conv(self.weight, self.bias, mean, deconv, self.groups)
 
     def _check_input(self, x: Tensor) -> None:
@@ -87,6 +95,10 @@ class ConvDeconvMixin:
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        return self._deconv_forward(self._standardized(x))
+
+    def _deconv_forward(self, x: Tensor) -> Tensor:
+        """The forward of an input already standardised (``scale``)."""
         dims, padding = len(self.kernel_size), self.padding
         if self.padding_mode != "zeros" or isinstance(padding, str):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
@@ -96,8 +108,14 @@ class ConvDeconvMixin:
 
     @torch.no_grad()
     def fused(self) -> nn.Module:
-        """The plain conv that computes this layer's eval function (running estimates folded in)."""
-        weight, bias = self._fold(self.running_mean, self.running_deconv)
+        """The plain conv that computes this layer's eval function (running estimates folded in);
+        with a ``scale``, after the standardisation as a ``torch.nn`` norm without affine
+        (``GroupNorm(1, C)``, or ``BatchNorm`` with the running input statistics)."""
+        return self._with_input_norm(self._fused_conv())
+
+    @torch.no_grad()
+    def _fused_conv(self) -> nn.Module:
+        weight, bias = self._fold(*self._running_whitening())
         conv = self.plain(*self._geometry(self, True), padding_mode=self.padding_mode, device=self.weight.device,
                           dtype=self.weight.dtype)
         conv.weight.copy_(weight)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, TypedDict
+from typing import Callable, Iterator, Literal, TypedDict
 
 import torch
 from torch import Tensor
@@ -11,6 +11,10 @@ from torch import Tensor
 from .. import functional as DF
 
 Fold = tuple[Tensor, Tensor]
+
+#: How a layer makes itself invariant to the scale of its input (see :class:`WhiteningState`).
+Scale = Literal["none", "sample", "channel"]
+SCALES: tuple[str, ...] = ("none", "sample", "channel")
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -43,6 +47,9 @@ class WhiteningSettings(TypedDict, total=False):
     stats_grad: bool
     max_samples: int | None
     update_every: int
+    scale: Scale
+    whiten: bool
+    warm_start: int
 
 
 class WhiteningState:
@@ -55,16 +62,30 @@ class WhiteningState:
     training too (the paper's first-layer setting).
 
     ``update_every = k`` recomputes the batch's statistics (and their gradient) only on every k-th
-    training step, the first included, and whitens with the running estimate in between: those
-    steps cost only the fold. The running estimates keep their meaning, an average over about the
-    last ``1 / momentum`` steps: each update moves them by ``1 - (1 - momentum)^k``, what k
-    updates would have moved them. ``k = 1`` is the paper's layer.
+    training step, the first included, and whitens with the last update's estimate in between
+    (``last_mean``, ``last_deconv``): those steps cost only the fold. (Not with the running
+    estimate: an average over the last ten or so updates, which lags far behind a network that
+    trains at the paper's learning rate, early in training most of all.) The running estimates
+    keep their meaning, an average over about the last ``1 / momentum`` steps: each update moves
+    them by ``1 - (1 - momentum)^k``, what k updates would have moved them. ``k = 1`` is the
+    paper's layer.
 
     Faster, non-default options: ``stats_grad=False`` treats the batch's mean and ``D`` as
     constants in backward (gradients reach the weights only through the fold);
     ``max_samples`` keeps at most that many samples (evenly spaced) for the statistics.
     ``sync_stats`` (set by :func:`ndeconv.sync_deconv_stats`) all-reduces the statistics over
     ``process_group`` so every process whitens with those of the global batch.
+
+    ``scale`` makes the layer invariant to the scale of its input on every step, including the
+    steps that reuse ``D`` (``docs/method.md``, section 6), by standardising the input before it is
+    padded and whitened: ``"sample"`` each sample by its own mean and standard deviation over all
+    its values (``GroupNorm(1)`` without affine; ``LayerNorm`` for a linear layer), ``"channel"``
+    each channel by the batch's mean and variance (``BatchNorm`` without affine: its running
+    statistics ``running_input_mean``/``running_input_var`` serve eval), with the gradient
+    through them. ``whiten=False`` (with ``"channel"``) keeps only that standardisation: the
+    cheap normalisation of the layers between whitened ones. ``warm_start = n`` computes ``D``
+    on an update step from the last update's in ``n`` Newton-Schulz steps
+    (:func:`ndeconv.functional.isqrt_newton_schulz_warm`).
     """
 
     running_mean: Tensor
@@ -75,10 +96,11 @@ class WhiteningState:
     def _init_whitening(self, groups: int, f: int, device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None, *, eps: float = 1e-5, n_iter: int = 5,
                         momentum: float = 0.1, freeze_iter: int | None = None, stats_grad: bool = True,
-                        max_samples: int | None = None, update_every: int = 1) -> None:
+                        max_samples: int | None = None, update_every: int = 1, scale: Scale = "none",
+                        whiten: bool = True, warm_start: int = 0, channels: int | None = None) -> None:
         """Validate and keep the settings (all but ``block`` and ``sampling_stride``, which the
         layer resolves) and register the running estimates of ``groups`` ``f``-dimensional
-        distributions."""
+        distributions (and, with ``scale="channel"``, of the input's ``channels``)."""
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
         if n_iter < 1:
@@ -89,6 +111,16 @@ class WhiteningState:
             raise ValueError(f"max_samples must be a positive integer or None, got {max_samples}")
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise ValueError(f"update_every must be a positive integer, got {update_every}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        if scale != "none" and channels is None:
+            raise ValueError(f"{type(self).__name__} does not support scale={scale!r}")
+        self.channels = channels
+        if not whiten and scale != "channel":
+            raise ValueError("whiten=False needs scale='channel': the standardisation is what remains of the layer")
+        if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
+            raise ValueError(f"warm_start must be a non-negative integer, got {warm_start}")
+        self.scale, self.whiten, self.warm_start = scale, bool(whiten), warm_start
         self.eps, self.n_iter, self.momentum, self.freeze_iter = float(eps), int(n_iter), float(momentum), freeze_iter
         self.stats_grad, self.max_samples, self.update_every = bool(stats_grad), max_samples, update_every
         eye = torch.eye(f, device=device, dtype=dtype)
@@ -96,6 +128,12 @@ class WhiteningState:
         self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         self.register_buffer("num_steps", torch.tensor(0, dtype=torch.long, device=device))
+        if update_every > 1 or warm_start:  # the last update's estimate, whitened with until the next one
+            self.register_buffer("last_mean", torch.zeros(groups, f, device=device, dtype=dtype))
+            self.register_buffer("last_deconv", eye.expand(groups, f, f).clone())
+        if scale == "channel":
+            self.register_buffer("running_input_mean", torch.zeros(channels, device=device, dtype=dtype))
+            self.register_buffer("running_input_var", torch.ones(channels, device=device, dtype=dtype))
         self._fold_cache: tuple[tuple, Fold] | None = None
         self.sync_stats: bool = False
         self.process_group: object | None = None
@@ -153,18 +191,95 @@ class WhiteningState:
             return False
         return torch.distributed.get_world_size(self.process_group) > 1
 
+    def _standardized(self, x: Tensor) -> Tensor:
+        """The input as the layer whitens it: standardised per sample or per channel with a ``scale``
+        (the channel moments are the batch's in training until the layer freezes, else the running
+        ones, which a batch moves by ``momentum``)."""
+        if self.scale == "none":
+            return x
+        dtype = x.dtype
+        x = x.to(math_dtype(dtype))
+        if self.scale == "sample":
+            return self._sample_norm(x).to(dtype)
+        if self.training and not self.frozen and self._syncing():
+            return self._synced_channel_norm(x).to(dtype)
+        flat = x.reshape(-1, x.shape[-1]) if self._features_last else x
+        out = torch.nn.functional.batch_norm(flat, self.running_input_mean, self.running_input_var, None, None,
+                                             self.training and not self.frozen, self.momentum, self.eps)
+        return out.view_as(x).to(dtype)
+
+    #: Whether the channels are the input's last axis (a linear layer) rather than its second.
+    _features_last = False
+
+    def _sample_norm(self, x: Tensor) -> Tensor:
+        """Per-sample standardisation over all of a sample's values, without affine."""
+        return torch.nn.functional.group_norm(x, 1, eps=self.eps)
+
+    def _synced_channel_norm(self, x: Tensor) -> Tensor:
+        """The channel standardisation with the moments of the global batch (all processes), moving
+        the running ones as ``BatchNorm`` does (the variance unbiased)."""
+        dim = -1 if self._features_last else 1
+        with self._stats_grad_mode():
+            mean, var = DF.channel_moments(x, dim, self.process_group, sync=True)
+        count = x.numel() // x.shape[dim] * torch.distributed.get_world_size(self.process_group)
+        with torch.no_grad():
+            self.running_input_mean.lerp_(mean.to(self.running_input_mean.dtype), self.momentum)
+            unbiased = var * count / max(count - 1, 1)
+            self.running_input_var.lerp_(unbiased.to(self.running_input_var.dtype), self.momentum)
+        shape = [-1 if d == dim % x.dim() else 1 for d in range(x.dim())]
+        return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+
+    def _input_norm(self) -> torch.nn.Module | None:
+        """The ``torch.nn`` module of the standardisation in eval (``None`` without a ``scale``), for ``fused()``."""
+        from torch import nn
+
+        if self.scale == "sample":
+            if self._features_last:
+                return nn.LayerNorm(self.channels, eps=self.eps, elementwise_affine=False)
+            return nn.GroupNorm(1, self.channels, eps=self.eps, affine=False)
+        if self.scale == "channel":
+            norm_type = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[self._norm_dims]
+            norm = norm_type(self.channels, eps=self.eps, momentum=self.momentum, affine=False,
+                             device=self.running_input_mean.device, dtype=self.running_input_mean.dtype)
+            norm.running_mean.copy_(self.running_input_mean)
+            norm.running_var.copy_(self.running_input_var)
+            return norm.train(self.training)
+        return None
+
+    #: Spatial axes of the input (1 for a linear layer's ``BatchNorm1d``).
+    _norm_dims = 1
+
+    def _with_input_norm(self, layer: torch.nn.Module) -> torch.nn.Module:
+        """``layer`` after the eval standardisation, if the layer has one."""
+        norm = self._input_norm()
+        return layer if norm is None else torch.nn.Sequential(norm, layer).train(self.training)
+
+    def _running_whitening(self) -> tuple[Tensor | None, Tensor | None]:
+        """The eval whitening ``(running mean, running D)``; ``(None, None)`` for a layer that does not whiten."""
+        return (self.running_mean, self.running_deconv) if self.whiten else (None, None)
+
     def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype,
-                  use_batch: bool | None = None) -> tuple[Tensor, Tensor]:
+                  use_batch: bool | None = None) -> tuple[Tensor | None, Tensor | None]:
         """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's on a step that updates (updating
-        the running estimates), else the running ones.
+        the running estimates); on a training step in between the last update's (with
+        ``update_every > 1``); else the running ones. ``(None, None)`` for a layer that does not
+        whiten.
 
         Call inside :func:`float32_math`, once per forward (it counts the step) unless ``use_batch``
         passes the decision of an earlier :meth:`_take_step`. ``samples`` builds the
         ``(groups, m, f)`` samples lazily.
         """
         dtype = math_dtype(dtype)
+        between = self.training and not self.frozen  # a training step, whether it updates or not
         if not (self._take_step() if use_batch is None else use_batch):
-            return self.running_mean.to(dtype), self.running_deconv.to(dtype)
+            if not self.whiten:
+                return None, None
+            mean, deconv = (self.last_mean, self.last_deconv) if between and hasattr(self, "last_deconv") \
+                else self._running_whitening()
+            return mean.to(dtype), deconv.to(dtype)
+        if not self.whiten:
+            self.num_batches_tracked.add_(1)
+            return None, None
         with self._stats_grad_mode():
             batch = samples().to(dtype)
             if self.max_samples is not None and batch.shape[1] > self.max_samples:
@@ -173,8 +288,14 @@ class WhiteningState:
                 mean, cov = DF.sync_whitening_stats(batch, self.eps, self.process_group)
             else:
                 mean, cov = DF.whitening_stats(batch, self.eps)
-            deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
+            if self.warm_start and int(self.num_batches_tracked) > 0:
+                deconv = DF.isqrt_newton_schulz_warm(cov, self.last_deconv.to(dtype), self.warm_start)
+            else:
+                deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
+            if hasattr(self, "last_deconv"):
+                self.last_mean.copy_(mean)
+                self.last_deconv.copy_(deconv)
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.update_momentum)
             self.running_deconv.lerp_(deconv.to(self.running_deconv.dtype), self.update_momentum)
             self.num_batches_tracked.add_(1)
@@ -207,4 +328,7 @@ class WhiteningState:
         extra += "" if self.stats_grad else ", stats_grad=False"
         extra += f", max_samples={self.max_samples}" if self.max_samples is not None else ""
         extra += f", update_every={self.update_every}" if self.update_every != 1 else ""
+        extra += f", scale={self.scale!r}" if self.scale != "none" else ""
+        extra += "" if self.whiten else ", whiten=False"
+        extra += f", warm_start={self.warm_start}" if self.warm_start else ""
         return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{extra}"

@@ -17,8 +17,12 @@ class Delinear(WhiteningState, nn.Linear):
 
     Input features are split into contiguous blocks of ``block`` (``gcd``-adjusted if it does
     not divide ``in_features``); all blocks share one ``block x block`` covariance, as in the
-    paper's code. Same ``weight``/``bias`` as ``nn.Linear``.
+    paper's code. Same ``weight``/``bias`` as ``nn.Linear``. With ``scale="sample"`` each input
+    vector is standardised over its features first (``LayerNorm`` without affine), with
+    ``"channel"`` each feature over the batch (``BatchNorm1d`` without affine).
     """
+
+    _features_last = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -27,28 +31,34 @@ class Delinear(WhiteningState, nn.Linear):
         ``sampling_stride``)."""
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.block = DF.resolve_block(settings.pop("block", 512), in_features)
-        self._init_whitening(1, self.block, device, dtype, **settings)
+        self._init_whitening(1, self.block, device, dtype, channels=in_features, **settings)
+
+    def _sample_norm(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.in_features,), eps=self.eps)
+
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+        return DF.fold_linear(self.weight, self.bias, mean, deconv)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Delinear expects (..., {self.in_features}) input, got {tuple(x.shape)}")
+        x = self._standardized(x)
         with float32_math(x.device):
             mean, deconv = self._estimate(lambda: DF.linear_samples(x, self.block), x.dtype)
-            weight, bias = self._fold_cached(
-                lambda: DF.fold_linear(self.weight, self.bias, mean, deconv),
-                (self.weight, self.bias, self.running_mean, self.running_deconv),
-            )
+            weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
+                                             (self.weight, self.bias, self.running_mean, self.running_deconv))
         return F.linear(x, weight.to(x.dtype), bias.to(x.dtype))
 
     @torch.no_grad()
-    def fused(self) -> nn.Linear:
-        """The plain ``nn.Linear`` that computes this layer's eval function (running estimates folded in)."""
-        weight, bias = DF.fold_linear(self.weight, self.bias, self.running_mean, self.running_deconv)
+    def fused(self) -> nn.Module:
+        """The plain ``nn.Linear`` that computes this layer's eval function (running estimates folded
+        in); with a ``scale``, after the standardisation (``LayerNorm``, ``BatchNorm1d``)."""
+        weight, bias = self._fold(self.running_mean, self.running_deconv)
         linear = nn.Linear(self.in_features, self.out_features, True, device=self.weight.device,
                            dtype=self.weight.dtype)
         linear.weight.copy_(weight)
         linear.bias.copy_(bias)
-        return linear.train(self.training)
+        return self._with_input_norm(linear.train(self.training))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **deconv_kwargs) -> "Delinear":

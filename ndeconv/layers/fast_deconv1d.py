@@ -19,13 +19,14 @@ class FastDeconv1d(DirectConvDeconvMixin, WhiteningState, nn.Conv1d):
 
     plain = nn.Conv1d
 
-
     def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
         return DF.conv_patch_samples(
             x.unsqueeze(2), (1, self.kernel_size[0]), block=self.block, groups=self.groups, stride=(1, self.stride[0]),
             padding=(0, padding[0]), dilation=(1, self.dilation[0]), sampling_stride=self.sampling_stride,
         )
 
-    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
+        if deconv is None:
+            return self.weight, self.bias
         weight, bias = DF.fold_conv(self.weight.unsqueeze(2), self.bias, mean, deconv, self.groups)
         return weight.squeeze(2), bias

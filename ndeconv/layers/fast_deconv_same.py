@@ -3,6 +3,7 @@ used by the ``tf_*`` ports)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,16 +16,17 @@ class FastDeconvSame(FastDeconv):
     then whitens the patches of the padded input, whose zeros are part of what the weight
     multiplies, exactly as in ``FastDeconv`` with explicit padding."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _deconv_forward(self, x: Tensor) -> Tensor:
         pad = DF.same_padding(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
-        return super().forward(F.pad(x, pad))
+        return super()._deconv_forward(F.pad(x, pad))
 
+    @torch.no_grad()
     def fused(self) -> nn.Module:
         """timm's ``Conv2dSame`` with this layer's eval function (running estimates folded in)."""
         from timm.layers import Conv2dSame
 
-        conv = super().fused()
+        conv = self._fused_conv()
         same = Conv2dSame(self.in_channels, self.out_channels, self.kernel_size, self.stride, 0, self.dilation,
                           self.groups, True).to(device=conv.weight.device, dtype=conv.weight.dtype)
         same.load_state_dict(conv.state_dict())
-        return same.train(self.training)
+        return self._with_input_norm(same.train(self.training))

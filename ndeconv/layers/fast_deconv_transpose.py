@@ -44,13 +44,16 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.output_padding, conv.groups, bias, conv.dilation)
 
-    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
+        if deconv is None:
+            return self.weight, self.bias
         weight = DF.transposed_as_conv_weight(self.weight, self.groups)
         weight, bias = DF.fold_conv(weight, self.bias, mean, deconv, self.groups)
         return DF.conv_as_transposed_weight(weight, self.groups), bias
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         self._check_input(x)
+        x = self._standardized(x)
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)
 
