@@ -17,6 +17,7 @@ from .io import write_text
 from .recipe import Recipe
 from .rundir import (CARD, LOCAL_ONLY, METRICS, RESULTS, is_finished, load_run_model, load_run_recipe,
                      read_metrics, read_results)
+from .tta import TTA
 
 __all__ = ["HF_PREFIX", "load", "push", "resolve_run_dir"]
 
@@ -52,17 +53,22 @@ def _pretrained_cfg(model: nn.Module, recipe: Recipe) -> dict:
     return cfg
 
 
-def load(source: str | Path, *, fuse: bool = False, cache_dir: str | Path | None = None) -> nn.Module:
+def load(source: str | Path, *, fuse: bool = False, tta: bool | None = None,
+         cache_dir: str | Path | None = None) -> nn.Module:
     """The trained model of a finished run, in eval mode: ``source`` is a run directory or ``hf-hub:REPO_ID``.
 
     The model is as it was trained (deconvolved or with BN); ``fuse=True`` folds the deconvolution
-    into plain convs (:func:`ndeconv.fuse`). ``model.pretrained_cfg`` says what it expects as input
-    (size, mean, std) and how many classes it predicts, as for a timm model.
+    into plain convs (:func:`ndeconv.fuse`). ``tta`` wraps it in :class:`ndeconv.tta.TTA` (test-time
+    augmentation in eval; ``None``: as the run validated, ``train.tta``). ``model.pretrained_cfg``
+    says what it expects as input (size, mean, std) and how many classes it predicts, as for a
+    timm model.
     """
     model, recipe = load_run_model(resolve_run_dir(source, cache_dir))
     cfg = _pretrained_cfg(model, recipe)
     if fuse:
         model = fuse_model(model)
+    if recipe.train.tta if tta is None else tta:
+        model = TTA(model)
     model.pretrained_cfg = model.default_cfg = cfg
     return model.eval()
 

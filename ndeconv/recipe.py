@@ -36,7 +36,7 @@ __all__ = [
 
 Norm = Literal["bn", "deconv"]
 Precision = Literal["fp32", "bf16", "fp16"]
-Schedule = Literal["cosine", "one_cycle", "constant"]
+Schedule = Literal["cosine", "one_cycle", "constant", "piecewise_linear"]
 Optimizer = Literal["sgd", "adamw"]
 
 
@@ -97,13 +97,30 @@ class ModelSpec:
 
 @dataclass
 class OptimSpec:
-    """Optimizer and learning-rate schedule (per iteration)."""
+    """Optimizer, loss and learning-rate schedule (per iteration).
+
+    ``nesterov`` uses Nesterov momentum (``torch.optim.SGD``); ``label_smoothing`` the
+    label-smoothed cross-entropy; ``norm_lr_scale`` multiplies the learning rate of the shifts of
+    the normalisation layers (and of a patch-whitening stem) and divides their weight decay, so
+    the decay per step stays the same. ``schedule: piecewise_linear`` follows ``lr_points``, pairs
+    of (fraction of training, factor of ``lr``) from 0 to 1. ``lookahead_every = n`` pulls the
+    weights to an exponential average of themselves every n steps and sets them to it (weight
+    ``decay^n (step / steps)^lookahead_power`` on the average), and sets them to the average at
+    the end.
+    """
 
     lr: float
     name: Optimizer = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Schedule = "cosine"
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    norm_lr_scale: float = 1.0
+    lr_points: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0], [1.0, 1.0]])
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.95
+    lookahead_power: float = 3.0
 
 
 @dataclass
@@ -111,14 +128,17 @@ class TrainSpec:
     """Length, batch size, precision and seed of a run, and the experiment trackers it logs to
     (``log_with``: Accelerate tracker names such as ``tensorboard``, ``trackio``, ``wandb``).
 
-    A run's length is ``epochs``, or a time ``budget`` of training seconds (``90s``, ``10m``,
-    ``1h``; validation not counted), or a number of optimizer ``steps``. A budgeted run times its
+    A run's length is ``epochs`` (a fraction ends within the last epoch, ``9.9``), or a time
+    ``budget`` of training seconds (``90s``, ``10m``, ``1h``; validation not counted), or a number
+    of optimizer ``steps``. ``tta`` validates with test-time augmentation (the mean logits of the
+    image and its mirror, averaged half and half with the same over two one-pixel translations;
+    ``accuracy_no_tta`` is recorded beside it). A budgeted run times its
     first steps and fixes ``steps`` (and the measured ``step_seconds``) before training, so it can
     be resumed or repeated exactly; the schedule spans exactly those steps.
     """
 
     batch_size: int
-    epochs: int | None = None
+    epochs: int | float | None = None
     budget: str | float | None = None
     steps: int | None = None
     step_seconds: float | None = None
@@ -127,16 +147,22 @@ class TrainSpec:
     limit_train: int | None = None
     num_workers: int = 0
     log_with: list[str] = field(default_factory=list)
+    tta: bool = False
 
 
 @dataclass
 class AugmentSpec:
     """Per-batch training augmentation (validation images are only normalised). Segmentation uses
     ``zoom`` (random resize factor range, then a random ``data.image_size`` crop) and ``flip``,
-    applied to image and mask alike."""
+    applied to image and mask alike.
+
+    ``crop_padding`` pads with ``padding_mode`` (zeros or a reflection) before the random crop.
+    ``flip: alternate`` mirrors each training image at random once and then the whole set on
+    every other epoch (every image is seen both ways in any two epochs)."""
 
     crop_padding: int = 0
-    flip: bool = False
+    flip: bool | Literal["alternate"] = False
+    padding_mode: Literal["zeros", "reflect"] = "zeros"
     random_resized_crop: bool = False
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
@@ -175,7 +201,7 @@ LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "
           "train.batch_size": 65536, "train.epochs": 100_000, "train.steps": 10**9, "train.num_workers": 256,
           "model.deconv.block": 65536, "model.deconv.block_fc": 65536, "model.deconv.n_iter": 1000,
           "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6,
-          "model.deconv.whiten_every": 10**6, "model.deconv.warm_start": 1000}
+          "model.deconv.whiten_every": 10**6, "model.deconv.warm_start": 1000, "optim.lookahead_every": 10**6}
 #: Seeds are 32-bit, as numpy's.
 MAX_SEED = 2**32 - 1
 
@@ -270,6 +296,7 @@ def _check_values(r: Recipe) -> None:
                           "too")
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
+    _check_optim(r.optim)
     _check_length(r.train)
     _positive("train.batch_size", r.train.batch_size)
     _positive("train.limit_train", r.train.limit_train)
@@ -287,6 +314,26 @@ def _check_values(r: Recipe) -> None:
             raise RecipeError(f"data.builtin must be one of {', '.join(task.builtins)}, got {quote(d.builtin)}")
         if kind != r.task:
             raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
+
+
+def _check_optim(o: OptimSpec) -> None:
+    """Ranges of the loss, lookahead and schedule keys."""
+    if not 0 <= o.label_smoothing < 1:
+        raise RecipeError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    _positive("optim.norm_lr_scale", o.norm_lr_scale)
+    _positive("optim.lookahead_every", o.lookahead_every, allow_zero=True)
+    if not 0 <= o.lookahead_decay <= 1:
+        raise RecipeError(f"optim.lookahead_decay must be in [0, 1], got {o.lookahead_decay}")
+    _positive("optim.lookahead_power", o.lookahead_power, allow_zero=True)
+    points = o.lr_points
+    where = "optim.lr_points"
+    if any(len(p) != 2 for p in points) or len(points) < 2:
+        raise RecipeError(f"{where} must be at least two [fraction, factor] pairs, got {quote(points)}")
+    fractions = [p[0] for p in points]
+    if fractions[0] != 0 or fractions[-1] != 1 or any(a >= b for a, b in zip(fractions, fractions[1:])):
+        raise RecipeError(f"{where}: the fractions must rise from 0 to 1, got {fractions}")
+    if any(p[1] < 0 for p in points):
+        raise RecipeError(f"{where}: the factors must be >= 0, got {[p[1] for p in points]}")
 
 
 def _check_length(t: TrainSpec) -> None:
@@ -312,7 +359,10 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        args = typing.get_args(tp)
+        if float in args:  # an integer is a number: "a number", not "an integer or a number"
+            args = tuple(a for a in args if a is not int)
+        return " or ".join(_type_name(a) for a in args)
     if origin is list:
         item = typing.get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
-                     FastDeconvTranspose2d)
+                     FastDeconvTranspose2d, PatchWhitening)
 
 __all__ = ["ConversionContext", "DeconvConfig", "PRESETS", "Rule", "register_rule", "get_rule", "list_rules",
            "NormFreeAct"]
@@ -154,12 +154,13 @@ class NormFreeAct(nn.Sequential):
 
 
 def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
-    """Already a deconvolution layer: converting twice changes nothing."""
+    """Already a deconvolution layer: converting twice changes nothing. A patch-whitening stem is
+    deconvolution's stem frozen at an estimate from data: it stays as it is."""
     return module
 
 
 register_rule(FastDeconv, FastDeconvSame, FastDeconv1d, FastDeconv3d, FastDeconvTranspose2d, Delinear, ChannelDeconv,
-              NormFreeAct)(keep)
+              NormFreeAct, PatchWhitening)(keep)
 
 
 _CONV_LAYERS = {nn.Conv2d: FastDeconv, tl.Conv2dSame: FastDeconvSame, nn.Conv1d: FastDeconv1d, nn.Conv3d: FastDeconv3d,

@@ -114,8 +114,13 @@ def _classification_loaders(recipe: Recipe) -> Any:
 
 
 def _cross_entropy(recipe: Recipe) -> nn.Module:
+    """Cross-entropy; fastai's label-smoothed one with ``optim.label_smoothing``."""
     from torch import nn
 
+    if recipe.optim.label_smoothing:
+        from fastai.losses import LabelSmoothingCrossEntropyFlat
+
+        return LabelSmoothingCrossEntropyFlat(eps=recipe.optim.label_smoothing)
     return nn.CrossEntropyLoss()
 
 
@@ -159,7 +164,7 @@ def _pixel_cross_entropy(recipe: Recipe) -> nn.Module:
     """Per-pixel cross-entropy; unlabelled pixels (``data.ignore_index``) count in neither loss nor metrics."""
     from torch import nn
 
-    return nn.CrossEntropyLoss(ignore_index=recipe.data.ignore_index)
+    return nn.CrossEntropyLoss(ignore_index=recipe.data.ignore_index, label_smoothing=recipe.optim.label_smoothing)
 
 
 def _segmentation_metrics(recipe: Recipe) -> list:

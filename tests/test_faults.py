@@ -62,7 +62,7 @@ def test_a_planted_checkpoint_never_runs(finished_tiny_run, tmp_path, how):
 
 def test_a_checkpoint_ndeconv_wrote_is_plain_data(finished_tiny_run):
     state = read_checkpoint(finished_tiny_run / "checkpoint.pth")
-    assert state["epoch"] == 2 and set(state) == {"model", "opt", "epoch", "rng", "smooth_loss"}
+    assert state["epoch"] == 2 and set(state) == {"model", "opt", "epoch", "rng", "smooth_loss", "callbacks"}
 
 
 def test_a_truncated_checkpoint_is_one_line_naming_the_file(finished_tiny_run, tmp_path):

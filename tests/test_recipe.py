@@ -45,8 +45,8 @@ def _base():
     (lambda r: r["optim"].update(lrr=0.1), "unknown key 'optim.lrr'"),
     (lambda r: r.update(extra=1), "unknown key 'extra'"),
     (lambda r: r["optim"].update(lr="fast"), "optim.lr must be a number, got 'fast'"),
-    (lambda r: r["train"].update(epochs=2.5), "train.epochs must be an integer or null, got 2.5"),
-    (lambda r: r["train"].update(epochs=True), "train.epochs must be an integer or null, got True"),
+    (lambda r: r["train"].update(epochs=-2.5), "train.epochs must be > 0, got -2.5"),
+    (lambda r: r["train"].update(epochs=True), "train.epochs must be a number or null, got True"),
     (lambda r: r["model"].update(norm="layer"), "model.norm must be one of 'bn' | 'deconv', got 'layer'"),
     (lambda r: r["model"]["deconv"].update(block="big"), "model.deconv.block must be an integer"),
     (lambda r: r["data"].update(mean=[0.1, 0.2]), "data.mean has 2 values, data.channels is 1"),
@@ -83,7 +83,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     assert apply_override(recipe, "data.path", "some/dir").data.path == "some/dir"
     with pytest.raises(RecipeError, match=r"^override optim\.lrr: unknown key 'optim\.lrr'"):
         apply_override(recipe, "optim.lrr", "1")
-    with pytest.raises(RecipeError, match=r"^override train\.epochs: train\.epochs must be an integer or null, "
+    with pytest.raises(RecipeError, match=r"^override train\.epochs: train\.epochs must be a number or null, "
                                           r"got 'many'"):
         apply_override(recipe, "train.epochs", "many")
     # the command line names its own option

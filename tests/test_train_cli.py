@@ -70,7 +70,7 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["missing.yaml"], "missing.yaml: recipe file not found"),
     (["{recipe}", "--set", "optim.lrr=0.1"], "unknown key 'optim.lrr'"),
-    (["{recipe}", "--set", "train.epochs=many"], "train.epochs must be an integer or null, got 'many'"),
+    (["{recipe}", "--set", "train.epochs=many"], "train.epochs must be a number or null, got 'many'"),
     (["{recipe}", "--data", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
     (["{recipe}", "--set", "data.image_column=picture"], "has no column 'picture'"),
     (["{recipe}", "--model", "no_such_model"], "unknown timm model 'no_such_model'"),

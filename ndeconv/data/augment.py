@@ -21,12 +21,13 @@ def _randint(high: int, n: int, generator: torch.Generator | None) -> Tensor:
     return torch.randint(0, high, (n,), generator=generator)
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
-    """Pad by ``padding`` zeros on each side, then cut each image's own random window of the old size."""
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None, mode: str = "zeros") -> Tensor:
+    """Pad by ``padding`` on each side (zeros, or ``mode="reflect"``: the image mirrored at its edges),
+    then cut each image's own random window of the old size: a random translation."""
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding), mode="constant" if mode == "zeros" else mode)
     dy = _randint(2 * padding + 1, n, generator).to(x.device)
     dx = _randint(2 * padding + 1, n, generator).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
@@ -83,16 +84,18 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 class BatchTransform:
     """What a data loader does to each ``(images, labels)`` batch after moving it to the device.
 
-    Training: crop with padding, flip, or random resized crop, as the recipe says; then
+    Training: crop with padding, flip at random, or random resized crop, as the recipe says
+    (the alternating flip is the loader's: :class:`~ndeconv.data.loaders.ShardedDL`); then
     normalise. Validation: centre crop to ``size`` and normalise. The generator is seeded, so a
     run's augmentation is reproducible.
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 0,
                  flip: bool = False, random_resized_crop: bool = False, scale: Sequence[float] = (0.08, 1.0),
-                 seed: int = 0):
+                 seed: int = 0, padding_mode: str = "zeros"):
         self.size, self.train = size, train
         self.crop_padding, self.flip, self.rrc, self.scale = crop_padding, flip, random_resized_crop, tuple(scale)
+        self.padding_mode = padding_mode
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
@@ -110,7 +113,7 @@ class BatchTransform:
         else:
             x = center_crop(images, self.size)
         if self.train:
-            x = random_crop(x, self.crop_padding, self.generator)
+            x = random_crop(x, self.crop_padding, self.generator, self.padding_mode)
             if self.flip:
                 x = random_flip(x, self.generator)
         return normalize(x, self.mean, self.std), labels

@@ -11,7 +11,7 @@ from .augment import BatchTransform
 from .sources import Splits, load_splits
 from .tensors import DecodedImages, cached_split
 
-__all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices"]
+__all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices", "sample_images"]
 
 
 def subset_indices(total: int, n: int) -> torch.Tensor:
@@ -31,10 +31,23 @@ class ShardedDL(DataLoader):
     Every process shuffles with the same seeded generator, so they agree on the epoch's order
     without communicating; process ``rank`` takes every ``world``-th index (the order padded by
     wrapping around, so all shards have the same length, as ``DistributedSampler`` does).
+
+    With a ``flip_mask`` (one boolean per example, drawn once) it serves example ``i`` mirrored
+    when ``flip_mask[i]`` differs from "``epoch`` is odd": each image flipped at random once, then
+    the whole set flipped every other epoch (the training callbacks set ``epoch``).
     """
 
     n_inp = 1
     rank, world = 0, 1
+    flip_mask: torch.Tensor | None = None
+    epoch = 0
+
+    def mirrored(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``images`` of the examples ``idx``, each mirrored if the alternating flip says so this epoch."""
+        if self.flip_mask is None:
+            return images
+        flip = self.flip_mask[idx] ^ bool(self.epoch % 2)
+        return torch.where(flip.view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
 
     def shard(self, rank: int, world: int) -> ShardedDL:
         self.rank, self.world = rank, world
@@ -71,7 +84,7 @@ class TensorImageDL(ShardedDL):
 
     def create_batch(self, b: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(b, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
+        return self.mirrored(self.images[idx], idx), self.labels[idx]
 
     def new(self, dataset=None, cls=None, **kwargs) -> TensorImageDL:
         kwargs.setdefault("images", self.images)
@@ -82,11 +95,26 @@ class TensorImageDL(ShardedDL):
 class ImageDL(ShardedDL):
     """Batches of images decoded on the fly (optionally in worker processes)."""
 
+    def create_item(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = super().create_item(s)
+        return self.mirrored(image.unsqueeze(0), torch.tensor([s]))[0], label
+
+
+def sample_images(dl: ShardedDL, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` training examples of ``dl`` drawn at random (all, if it has fewer), as stored: uint8, not
+    augmented, not normalised."""
+    total = len(dl.dataset)
+    idx = torch.randperm(total, generator=generator)[: min(n, total)].sort().values
+    if isinstance(dl, TensorImageDL):
+        return dl.images[idx]
+    return torch.stack([dl.dataset[int(i)][0] for i in idx])
+
 
 def _transforms(recipe: Recipe) -> tuple[BatchTransform, BatchTransform]:
     d, a = recipe.data, recipe.augment
-    train = BatchTransform(d.image_size, d.mean, d.std, train=True, crop_padding=a.crop_padding, flip=a.flip,
-                           random_resized_crop=a.random_resized_crop, scale=a.scale, seed=recipe.train.seed)
+    train = BatchTransform(d.image_size, d.mean, d.std, train=True, crop_padding=a.crop_padding,
+                           flip=a.flip is True, random_resized_crop=a.random_resized_crop, scale=a.scale,
+                           seed=recipe.train.seed, padding_mode=a.padding_mode)
     valid = BatchTransform(d.image_size, d.mean, d.std, train=False)
     return train, valid
 
@@ -129,4 +157,6 @@ def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
         valid = ImageDL(decoded(splits.valid, "validation split"), bs=valid_bs, num_workers=t.num_workers,
                         after_batch=valid_tfm, **common)
     train.rng.seed(t.seed)
+    if recipe.augment.flip == "alternate":
+        train.flip_mask = torch.rand(len(train.dataset), generator=torch.Generator().manual_seed(t.seed)) < 0.5
     return DataLoaders(train, valid, device=device)

@@ -6,7 +6,7 @@ After ``import ndeconv``, ``timm.create_model("resnet18_cifar", num_classes=10)`
 Floor: beside the layers; imports timm only (the models are plain BN networks until converted).
 """
 
-from . import densenet, dpn, mobile, pnasnet, resnet, simple, vgg
+from . import densenet, dpn, mobile, pnasnet, resnet, simple, speedrun, vgg
 from ._common import CIFAR_MEAN, CIFAR_STD, PAPER_STEM
 
 CIFAR_MODELS = (
@@ -38,4 +38,4 @@ PAPER_PARAMS_M = {
 }
 
 __all__ = ["CIFAR_MODELS", "PAPER_PARAMS_M", "PAPER_STEM", "CIFAR_MEAN", "CIFAR_STD", "densenet", "dpn", "mobile",
-           "pnasnet", "resnet", "simple", "vgg"]
+           "pnasnet", "resnet", "simple", "speedrun", "vgg"]

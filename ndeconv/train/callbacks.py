@@ -16,7 +16,8 @@ from ..io import write_text
 from ..rundir import CHECKPOINT, METRICS, rows_to_csv
 from .checkpoint import save_checkpoint
 
-__all__ = ["AcceleratorCallback", "DivergenceCallback", "NonFinite", "RunDirCallback", "RichProgressCallback"]
+__all__ = ["AcceleratorCallback", "DivergenceCallback", "NonFinite", "RunDirCallback", "RichProgressCallback",
+           "DataEpochCallback"]
 
 
 class AcceleratorCallback(Callback):
@@ -106,6 +107,14 @@ class AcceleratorCallback(Callback):
         if self.distributed:
             self.learn.model = self.accelerator.unwrap_model(self.learn.model)
             self.dls.train.shard(0, 1)
+
+
+class DataEpochCallback(Callback):
+    """Tell the training loader which epoch it serves (its alternating flip depends on it; a resumed
+    run serves the same images as an uninterrupted one)."""
+
+    def before_train(self) -> None:
+        self.dls.train.epoch = self.epoch
 
 
 class NonFinite(Exception):

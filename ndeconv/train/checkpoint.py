@@ -25,9 +25,10 @@ def _set_numpy_state(state: tuple) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
-def _plain_hypers(hypers: list[dict]) -> list[dict]:
-    """The optimizer's hyper-parameters with numpy scalars as Python numbers (exact)."""
-    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in group.items()} for group in hypers]
+def _plain_groups(groups: list[dict]) -> list[dict]:
+    """Optimizer hyper-parameters (fastai's ``hypers``, a torch optimizer's ``param_groups``) with numpy
+    scalars, which fastai's schedules set, as Python numbers (exact)."""
+    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in group.items()} for group in groups]
 
 
 def rng_state(learn) -> dict:
@@ -56,16 +57,20 @@ def set_rng_state(learn, state: dict) -> None:
 
 
 def save_checkpoint(learn, path: Path, epochs_done: int) -> None:
-    """Model, optimizer, completed epochs, RNG state and the smoothed training loss in one
-    atomically written file."""
+    """Model, optimizer, completed epochs, RNG state, the smoothed training loss and the state of the
+    callbacks that keep one (``checkpoint_state()``: the weight average) in one atomically written file."""
     model = learn.model.module if hasattr(learn.model, "module") else learn.model
     smooth = learn.recorder.smooth_loss
     opt = None
     if learn.opt:
         opt = learn.opt.state_dict()
-        opt = {**opt, "hypers": _plain_hypers(opt["hypers"])}
+        key = "hypers" if "hypers" in opt else "param_groups"  # fastai's optimizers, or a wrapped torch one
+        opt = {**opt, key: _plain_groups(opt[key])}
+    callbacks = {cb.name: cb.checkpoint_state() for cb in learn.cbs if hasattr(cb, "checkpoint_state")}
+    val = smooth.val.as_subclass(torch.Tensor) if isinstance(smooth.val, torch.Tensor) else smooth.val  # fastai's
+    # losses (label smoothing) return its TensorBase, which a plain-data checkpoint cannot hold
     state = {"model": model.state_dict(), "opt": opt, "epoch": epochs_done, "rng": rng_state(learn),
-             "smooth_loss": (smooth.val, int(smooth.count))}
+             "smooth_loss": (val, int(smooth.count)), "callbacks": callbacks}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -101,4 +106,7 @@ def load_checkpoint(learn, path: Path) -> tuple[int, tuple | None]:
             learn.create_opt()
         learn.opt.load_state_dict(state["opt"])
     set_rng_state(learn, state["rng"])
+    for cb in learn.cbs:
+        if cb.name in state.get("callbacks", {}):
+            cb.load_checkpoint_state(state["callbacks"][cb.name])
     return int(state["epoch"]), state.get("smooth_loss")
