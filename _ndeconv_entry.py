@@ -1,7 +1,8 @@
 """The ``ndeconv`` console script: Ctrl-C at any moment, even while torch is still importing, ends
 with one line and exit status 130 instead of a traceback.
 
-It lives outside the package because importing anything in ``ndeconv`` first imports torch.
+It lives outside the package because importing anything in ``ndeconv`` first imports torch (the
+package registers its models with timm on import); the package never imports it.
 """
 
 import os
@@ -22,11 +23,7 @@ def main() -> None:
     ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary.
     """
     signal.signal(signal.SIGINT, _exit_interrupted)
-    from ndeconv.cli import app
+    from ndeconv.cli import main as run
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        app()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    run()

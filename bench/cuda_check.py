@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
 import ndeconv  # noqa: E402
-from ndeconv import functional as DF  # noqa: E402
+from ndeconv import _autograd as AG  # noqa: E402
 from network import build, paired_median_seconds, train_step  # noqa: E402
 
 
@@ -149,11 +149,11 @@ def time_newton_schulz(dev: torch.device, repeat: int, sync) -> None:
         grad = torch.randn_like(y)
 
         def iteration() -> None:
-            DF._newton_schulz_steps(y, 5).backward(grad)
+            AG.newton_schulz_steps(y, 5).backward(grad)
 
         def spectral() -> None:
             evals, evecs = torch.linalg.eigh(y)
-            ((evecs * DF._newton_schulz_scalar(evals, 5).unsqueeze(-2)) @ evecs.transpose(-1, -2)).backward(grad)
+            ((evecs * AG.newton_schulz_scalar(evals, 5).unsqueeze(-2)) @ evecs.transpose(-1, -2)).backward(grad)
 
         t_it, t_eigh = (_seconds(fn, repeat, sync) for fn in (iteration, spectral))
         faster = "iteration" if t_it <= t_eigh else "eigh"

@@ -1,4 +1,4 @@
-"""Inference and torch.compile speed of a deconvolution network (issue: deploy).
+"""Inference and torch.compile speed of a deconvolution network.
 
     python bench/deploy.py [--model resnet18_cifar] [--batch 64] [--repeat 10] [--compile]
 

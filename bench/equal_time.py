@@ -1,11 +1,12 @@
 """The accuracy-per-second goal as a benchmark: at every training-time budget, ND's best beats BN's best.
 
     python bench/equal_time.py --data ../shared/data/cifar10 [--model vgg11_cifar] [--limit-train 10000]
-                               [--budget 90s,5m,20m] [--bn-lr 0.1,0.03,0.01] [--goal 3] [--out runs/equal-time]
+                               [--budget 90s,5m,10m,20m] [--bn-lr 0.1,0.03,0.01,0.003]
+                               [--nd model.deconv.preset=paper,fast] [--goal 3] [--out runs/equal-time]
 
 Trains (or reuses, as ``ndeconv compare`` does) every cell of the equal-time comparison: BN at each
-``--bn-lr``, ND with the recipe's own settings (the paper's), each for every budget, one run at a
-time; then prints, per budget, each norm's best accuracy with its setting, steps and measured
+``--bn-lr``, ND at each value of each ``--nd`` key (default: the recipe's own settings, the
+paper's), each for every budget, one run at a time; then prints, per budget, each norm's best accuracy with its setting, steps and measured
 training seconds, ND's lead in points and whether it meets ``--goal``. The output directory is
 an ordinary comparison (``table.md``, ``table.csv``, ``curves.png``), so cells already trained by
 ``ndeconv compare --budget ...`` into it are reused. The exit status is 0 whether or not the goal
@@ -28,8 +29,10 @@ def main() -> None:
     parser.add_argument("--model", default="vgg11_cifar")
     parser.add_argument("--data", type=Path, help="local data (default: the recipe's source)")
     parser.add_argument("--limit-train", type=int, default=10000, help="fixed training subset (0: all)")
-    parser.add_argument("--budget", default="90s,5m,20m", help="comma-separated training-time budgets")
-    parser.add_argument("--bn-lr", default="0.1,0.03,0.01", help="BN's learning rates; its best one counts")
+    parser.add_argument("--budget", default="90s,5m,10m,20m", help="comma-separated training-time budgets")
+    parser.add_argument("--bn-lr", default="0.1,0.03,0.01,0.003", help="BN's learning rates; its best one counts")
+    parser.add_argument("--nd", action="append", default=[], metavar="KEY=V1,V2",
+                        help="ND's settings to try (repeatable); its best one counts")
     parser.add_argument("--goal", type=float, default=3.0, help="ND's lead over BN's best to meet, in points")
     parser.add_argument("--out", type=Path, default=Path("runs/equal-time"))
     args = parser.parse_args()
@@ -40,7 +43,8 @@ def main() -> None:
     recipe = load_recipe(args.recipe, overrides)
     budgets = [b.strip() for b in args.budget.split(",") if b.strip()]
     cells = run_comparison(recipe, [args.model], [], args.out, progress=False,
-                           grid=parse_grid([f"bn:optim.lr={args.bn_lr}"]), time_budgets=budgets)
+                           grid=parse_grid([f"bn:optim.lr={args.bn_lr}", *(f"deconv:{g}" for g in args.nd)]),
+                           time_budgets=budgets)
     subset = f", {recipe.train.limit_train} training images" if recipe.train.limit_train else ""
     write_outputs(cells, [], args.out, f"{recipe.name}: BN vs ND at equal training time{subset}")
 

@@ -1,4 +1,4 @@
-"""Speed of one deconvolution layer vs conv + BatchNorm (issue: core layer, item 5).
+"""Speed of one deconvolution layer vs conv + BatchNorm.
 
     python bench/layer.py [--batch 64] [--channels 64] [--size 32] [--repeat 10]
 

@@ -15,7 +15,8 @@ what the step keeps for backward (tensors saved by autograd, counted once per st
 parameters and gradients; on CUDA it is the peak allocated. ``--fast`` adds the documented
 fast options (``model.deconv.stats_grad: false``, ``max_samples: 2048``); each ``--variant
 "LABEL=key=value,key=value"`` adds an ND model with those ``model.deconv`` settings (``--variant
-fast=preset=fast`` the preset), timed in the same interleaved rounds. The per-layer breakdown times each
+fast=preset=fast`` the preset; ``wide_block=16``: that block for the layers of 256 or more input
+channels only), timed in the same interleaved rounds. The per-layer breakdown times each
 deconvolution layer's parts on the inputs that layer really sees: gathering patches, mean and
 covariance, Newton-Schulz, folding into the weight, and the convolution itself, forward and
 backward (backward = forward+backward minus forward), and for each k what a step costs on
@@ -27,9 +28,7 @@ Run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -228,10 +227,28 @@ def _csv_ints(text: str) -> list[int]:
 
 
 def _variant(text: str) -> tuple[str, dict[str, str]]:
-    """``"LABEL=key=value,key=value"`` as the label and its ``model.deconv`` overrides."""
+    """``"LABEL=key=value,key=value"`` as the label and its ``model.deconv`` overrides (``wide_block``:
+    not a recipe key, see :func:`narrow_wide_layers`)."""
     label, _, settings = text.partition("=")
     pairs = [item.split("=", 1) for item in settings.split(",") if item.strip()]
     return label.strip(), {f"model.deconv.{key.strip()}": value.strip() for key, value in pairs}
+
+
+#: Input channels from which a layer counts as wide (VGG-11's last five convs, ResNet-18's last two stages).
+WIDE = 256
+
+
+def narrow_wide_layers(model: nn.Module, block: int) -> nn.Module:
+    """Rebuild every conv deconvolution layer with at least :data:`WIDE` input channels with ``block``
+    (smaller blocks for the wide layers only; the others keep theirs)."""
+    for name, layer in list(model.named_modules()):
+        if type(layer) is FastDeconv and layer.in_channels >= WIDE:
+            settings = dict(sampling_stride=layer.sampling_stride, eps=layer.eps, n_iter=layer.n_iter,
+                            update_every=layer.update_every, scale=layer.scale, whiten=layer.whiten)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    FastDeconv.from_conv(layer, bias=True, block=block, **settings))
+    return model
 
 
 def _cycles(step: Callable[[], None], k: int) -> Callable[[], None]:
@@ -274,8 +291,11 @@ def main() -> None:
             if args.fast:
                 models["ND fast"] = (build(name, "deconv", {**overrides, **FAST}, dev), 1)
             for label, settings in variants:
+                settings = dict(settings)
+                wide = settings.pop("model.deconv.wide_block", None)
                 model = build(name, "deconv", {**overrides, **settings}, dev)
-                models[label] = (model, int(settings.get("model.deconv.update_every", 1)))
+                models[label] = (narrow_wide_layers(model, int(wide)) if wide else model,
+                                 int(settings.get("model.deconv.update_every", 1)))
             samples = paired_median_seconds([_cycles(train_step(m, x, y, sync), k) for m, k in models.values()],
                                             args.repeat)
             steps = [t / k for t, (_, k) in zip(samples, models.values())]

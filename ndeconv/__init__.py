@@ -8,13 +8,13 @@ from . import functional, models
 from .convert import ConversionReport, UnsupportedLayerError, deconvolve, stem_settings
 from .distributed import sync_deconv_stats
 from .errors import NdeconvError
+from .freeze import freeze
 from .fuse import fuse
 from .init import reset_parameters
-from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
-                     FastDeconvTranspose2d)
-from .rules import ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
-
-__version__ = "0.1.0"
+from .layers import (ChannelAffine, ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeconv3d, FastDeconvSame,
+                     FastDeconvTranspose2d, PatchWhitening)
+from .rules import PRESETS, ConversionContext, DeconvConfig, NormFreeAct, get_rule, list_rules, register_rule
+from .version import __version__
 
 
 def __getattr__(name: str):
@@ -37,11 +37,14 @@ __all__ = [
     "FastDeconvTranspose2d",
     "ChannelDeconv",
     "Delinear",
+    "PatchWhitening",
+    "ChannelAffine",
     "deconvolve",
     "reset_parameters",
     "stem_settings",
     "sync_deconv_stats",
     "fuse",
+    "freeze",
     "load",
     "push",
     "ConversionReport",
@@ -52,6 +55,7 @@ __all__ = [
     "list_rules",
     "ConversionContext",
     "DeconvConfig",
+    "PRESETS",
     "NormFreeAct",
     "__version__",
 ]

@@ -1,17 +1,17 @@
-"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place.
-
-Floor: beside the rules it applies; imports the rules, the layers (through them) and the errors.
-"""
+"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from torch import nn
 
+from .calibrate import calibrate_layers
 from .errors import UnsupportedLayerError
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
@@ -90,7 +90,7 @@ def stem_settings(model: nn.Module) -> dict[str, int]:
 
 
 def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: bool = True,
-               **settings: Any) -> nn.Module:
+               calibrate: Iterable[Any] | None = None, **settings: Any) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
 
     The settings are a :class:`DeconvConfig` (``config``, default ``DeconvConfig()``), with any
@@ -115,8 +115,21 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
     nearly invariant to its weight's scale, so the starting scale sets the effective learning
     rate: to start from the paper's (PyTorch's default) initialisation instead of a timm model's
     BN-tuned one, call :func:`ndeconv.reset_parameters` on the model first.
+
+    ``calibrate`` (batches, or a data loader of ``(input, target)``) keeps a trained model's
+    function: the batches run through the BN model set every layer's running estimates, and each
+    batch norm is folded into the deconvolution layer before it (or, after no conv, becomes a
+    fixed :class:`~ndeconv.layers.ChannelAffine`), so the converted model's eval output is the BN
+    model's (:mod:`ndeconv.calibrate`): fine-tuning starts from the pretrained function. It needs
+    ``scale: none`` (a standardisation of the input would change the function).
     """
     config = _with_settings(config or DeconvConfig(), settings)
+    if calibrate is not None:
+        if config.scale != "none" or config.whiten_every != 1:
+            raise ValueError("deconvolve: calibrate keeps the function of the BN model only with scale 'none' and "
+                             "whiten_every 1")
+        bn_model = copy.deepcopy(model).eval()
+        return calibrate_layers(bn_model, deconvolve(model, config, strict=strict), calibrate)
     stem = stem_settings(model)
     config = replace(config, stem_n_iter=stem.get("n_iter") if config.stem_n_iter is None else config.stem_n_iter,
                      stem_freeze_iter=stem.get("freeze_iter") if config.stem_freeze_iter is None

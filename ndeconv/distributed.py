@@ -1,7 +1,4 @@
-"""Multi-process deconvolution: synchronised whitening statistics (the analogue of SyncBatchNorm).
-
-Floor: beside the rules; imports the layers.
-"""
+"""Multi-process deconvolution: synchronised whitening statistics (the analogue of SyncBatchNorm)."""
 
 from __future__ import annotations
 

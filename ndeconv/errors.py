@@ -1,7 +1,4 @@
-"""User-facing errors: each carries a one-line message that the CLI prints without a traceback.
-
-Floor: serves every floor; imports nothing.
-"""
+"""User-facing errors: each carries a one-line message that the CLI prints without a traceback."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Export a trained run: fuse the deconvolution into plain layers, then ONNX, TorchScript or safetensors.
-
-Floor: above the run directory and ``fuse``; needs neither fastai nor Accelerate.
-"""
+"""Export a trained run: fuse the deconvolution into plain layers, then ONNX, TorchScript or safetensors."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from torch import nn
 
 from .errors import RunDirError
 from .fuse import fuse
-from .io import atomic_write, check_writable
+from .outputs import atomic_write, check_writable
 from .recipe import Recipe
 from .rundir import load_run_model
 
@@ -60,8 +57,8 @@ def check_onnx(path: str | Path, model: nn.Module, recipe: Recipe) -> float:
     import onnxruntime
 
     example = _example(recipe, batch=3)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"image": example.numpy()})
+    runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = runtime.run(None, {"image": example.numpy()})
     with torch.no_grad():
         expected = model.eval()(example)
     return float((torch.from_numpy(logits) - expected).abs().max())

@@ -1,7 +1,4 @@
-"""``fuse``: a deconvolution network for inference, as the plain CNN it is in eval mode.
-
-Floor: beside the rules; imports the layers and ``NormFreeAct``.
-"""
+"""``fuse``: a deconvolution network for inference, as the plain CNN it is in eval mode."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Finished runs as models: load one in a single call (from a run directory or the Hugging Face
 hub) and share one on the hub, the way timm models load and share.
 
-Floor: above the run directory and ``fuse``; loading needs neither fastai nor Accelerate (``push``
-imports the model card of ``train`` when it writes one).
+Loading needs neither fastai nor Accelerate (a test loads a run with both unimportable).
 """
 
 from __future__ import annotations
@@ -13,10 +12,8 @@ from torch import nn
 
 from .errors import HubError, RunDirError
 from .fuse import fuse as fuse_model
-from .io import write_text
 from .recipe import Recipe
-from .rundir import (CARD, LOCAL_ONLY, METRICS, RESULTS, is_finished, load_run_model, load_run_recipe,
-                     read_metrics, read_results)
+from .rundir import (LOCAL_ONLY, RESULTS, is_finished, load_run_model, load_run_recipe)
 from .tta import TTA
 
 __all__ = ["HF_PREFIX", "load", "push", "resolve_run_dir"]
@@ -77,13 +74,9 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str
     """Upload a finished run directory (model, recipe, metrics, model card; not the resume
     checkpoint) to the hub repository ``repo_id``, creating it if needed. Returns the commit URL."""
     run_dir = Path(run_dir)
-    recipe = load_run_recipe(run_dir)
+    recipe = load_run_recipe(run_dir)  # a run directory, or a one-line error saying what it is not
     if not is_finished(run_dir):
         raise RunDirError(f"{run_dir}: the run has not finished (no {RESULTS}); only finished runs can be pushed")
-    if not (run_dir / CARD).is_file():  # runs trained before model cards existed
-        from .train.card import model_card
-
-        write_text(run_dir / CARD, model_card(recipe, read_results(run_dir), read_metrics(run_dir / METRICS)))
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)

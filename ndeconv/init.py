@@ -6,19 +6,15 @@ effective learning rate of a deconvolved model. Many timm models initialise thei
 (``kaiming_normal_``, fan-out), with several times the squared norm of PyTorch's default
 (``kaiming_uniform_(a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), and then train
 a deconvolved copy several times more slowly at the paper's learning rate.
-
-Floor: beside the rules; imports torch only.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import nn
 
-__all__ = ["Init", "reset_parameters", "initialize"]
+from .recipe.schema import Init
 
-Init = Literal["pytorch", "model"]
+__all__ = ["Init", "reset_parameters", "initialize"]
 
 
 def reset_parameters(model: nn.Module) -> nn.Module:

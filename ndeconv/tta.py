@@ -1,7 +1,4 @@
-"""Test-time augmentation: a classifier's logits averaged over mirrored and translated views.
-
-Floor: torch only.
-"""
+"""Test-time augmentation: a classifier's logits averaged over mirrored and translated views."""
 
 from __future__ import annotations
 

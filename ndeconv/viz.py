@@ -2,8 +2,6 @@
 
 The computations are functions of tensors (testable); ``plot_*`` render them to PNG with
 matplotlib (Agg). Images default to the two photos bundled with scikit-learn.
-
-Floor: above the run directory and the data; below the command line.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import atomic_write
+from .outputs import atomic_write
 
 __all__ = [
     "sample_images", "patch_stats", "centre_rows", "deconv_kernels", "deconvolve_images", "run_kernels", "linear_experiment",

@@ -22,30 +22,27 @@ def effective_block(block: int, channels: int, groups: int) -> int:
     return block if channels % block == 0 else math.gcd(block, channels)
 
 
-def newton_schulz(cov: np.ndarray, n_iter: int) -> np.ndarray:
-    norm = np.sqrt((cov**2).sum())
-    y = cov / norm
-    z = np.eye(len(cov))
+def coupled_iteration(matrix: np.ndarray, scale: float, n_iter: int) -> np.ndarray:
+    """The plain coupled Newton-Schulz iteration on ``matrix / scale``: ``Z / sqrt(scale)``."""
+    y = matrix / scale
+    z = np.eye(len(matrix))
     for _ in range(n_iter):
-        t = (3 * np.eye(len(cov)) - z @ y) / 2
+        t = (3 * np.eye(len(matrix)) - z @ y) / 2
         y = y @ t
         z = t @ z
-    return z / np.sqrt(norm)
+    return z / np.sqrt(scale)
+
+
+def newton_schulz(cov: np.ndarray, n_iter: int) -> np.ndarray:
+    return coupled_iteration(cov, np.sqrt((cov**2).sum()), n_iter)
 
 
 def newton_schulz_warm(cov: np.ndarray, init: np.ndarray, n_iter: int) -> np.ndarray:
-    """A whitening matrix of ``cov`` from a previous one: the plain coupled iteration on
+    """A whitening matrix of ``cov`` from a previous one: the coupled iteration on
     ``A = init cov init^T`` scaled by ``c = max(trace(A) / f, largest absolute row sum / 2.5)``,
     then ``A^(-1/2) init``."""
     a = init @ cov @ init.T
-    c = max(np.trace(a) / len(a), np.abs(a).sum(1).max() / 2.5)
-    y = a / c
-    z = np.eye(len(a))
-    for _ in range(n_iter):
-        t = (3 * np.eye(len(a)) - z @ y) / 2
-        y = y @ t
-        z = t @ z
-    return z / np.sqrt(c) @ init
+    return coupled_iteration(a, max(np.trace(a) / len(a), np.abs(a).sum(1).max() / 2.5), n_iter) @ init
 
 
 def standardize_per_sample(x, eps=1e-5):

@@ -1,25 +1,22 @@
-"""Time-budgeted training (``train.budget``, ``--budget``) and the equal-time comparison (``compare --budget``)."""
+"""Time-budgeted training (``train.budget``, ``--budget``): the calibrated steps, one schedule over them, resume."""
 
-import json
 import math
-import types
 
 import pytest
 import yaml
+from budgetclock import fake_clock
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedCos
+from runstate import assert_identical, run_state
+from tinydata import N_TRAIN, write_tiny_recipe
 from typer.testing import CliRunner
 
 import ndeconv.train.budget as budget_mod
 from ndeconv.cli import app
-from ndeconv.compare import (Cell, equal_seconds_rows, equal_time_rows, parse_grid, table_markdown, table_rows,
-                             time_to_accuracy_rows)
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe, parse_budget
 from ndeconv.rundir import read_metrics
 from ndeconv.train import resume, train
-from runstate import assert_identical, run_state
-from tinydata import N_TRAIN, write_tiny_recipe
 
 runner = CliRunner()
 
@@ -79,33 +76,11 @@ class StepRecorder(Callback):
         self.validated.append(self.epoch + 1)
 
 
-def _fake_clock(monkeypatch, step_times: list[float]) -> list:
-    """Calibration's clock: during the k-th calibration every reading is ``step_times[k]`` later
-    than the last (the last value repeats). The timed steps still run, only their duration is
-    made exact. Returns the learners calibrated so far."""
-    clock = {"now": 0.0, "step": step_times[0]}
-    calibrations: list = []
-    real = budget_mod.measure_step_seconds
-
-    def perf_counter() -> float:
-        clock["now"] += clock["step"]
-        return clock["now"]
-
-    def measure(learn, *args, **kwargs):
-        clock["step"] = step_times[min(len(calibrations), len(step_times) - 1)]
-        calibrations.append(learn)
-        return real(learn, *args, **kwargs)
-
-    monkeypatch.setattr(budget_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
-    monkeypatch.setattr(budget_mod, "measure_step_seconds", measure)
-    return calibrations
-
-
 @pytest.fixture()
 def fixed_step_time(monkeypatch):
     """The first calibration measures 10 ms a step, later ones 20 ms: step counts are exact, and a
     second calibration shows in the count."""
-    return _fake_clock(monkeypatch, [0.01, 0.02])
+    return fake_clock(monkeypatch, [0.01, 0.02])
 
 
 def test_budgeted_run_takes_the_calibrated_steps_over_one_schedule(tiny_parquet, tmp_path, fixed_step_time):
@@ -177,131 +152,3 @@ def test_calibration_restores_the_run_it_measured(tiny_parquet, tmp_path):
     assert seconds > 0 and learn.opt is None
     assert_identical(dict(learn.model.state_dict()), before)
     assert_identical(rng_state(learn), rng)
-
-
-# --- compare --budget -------------------------------------------------------------------------
-
-@pytest.fixture()
-def ten_ms_steps(monkeypatch):
-    """Every calibration measures 10 ms a step."""
-    return _fake_clock(monkeypatch, [0.01])
-
-
-@pytest.fixture()
-def equal_time(tiny_parquet, tmp_path, ten_ms_steps):
-    recipe = write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet)
-    out = tmp_path / "out"
-    args = ["compare", str(recipe), "--models", "convnet3", "--budget", "0.08s,0.2s",
-            "--grid", "bn:optim.lr=0.05,0.0003", "--out", str(out), "-q"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return out, args
-
-
-def test_compare_budget_trains_each_cell_for_its_time(equal_time):
-    out, _ = equal_time
-    names = sorted(p.parent.name for p in out.glob("*/results.json"))
-    assert names == sorted(["convnet3-bn-0.08s-optim.lr=0.05", "convnet3-bn-0.08s-optim.lr=0.0003",
-                            "convnet3-deconv-0.08s", "convnet3-bn-0.2s-optim.lr=0.05",
-                            "convnet3-bn-0.2s-optim.lr=0.0003", "convnet3-deconv-0.2s"])
-    for name in names:
-        results = json.loads((out / name / "results.json").read_text())
-        assert results["steps"] == (8 if "0.08s" in name else 20)
-        lr = yaml.safe_load((out / name / "config.yaml").read_text())["optim"]["lr"]
-        assert lr == (0.05 if "deconv" in name or "0.05" in name else 0.0003)  # ND keeps the recipe's rate
-
-
-def test_compare_budget_picks_each_norms_best_cell(equal_time):
-    out, _ = equal_time
-    lines = (out / "table.md").read_text().splitlines()
-    for budget in ("0.08s", "0.2s"):
-        acc = {p.parent.name: 100 * json.loads(p.read_text())["accuracy"]
-               for p in out.glob(f"*-{budget}*/results.json")}
-        bn = {k: v for k, v in acc.items() if "-bn-" in k}
-        best_bn = max(bn, key=bn.get)
-        nd = acc[f"convnet3-deconv-{budget}"]
-        row = next(line for line in lines if line.startswith(f"| convnet3 | {budget} |"))
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[2]) == pytest.approx(bn[best_bn], abs=0.006)
-        assert cells[3] == f"optim.lr={best_bn.rsplit('=', 1)[1]}" or bn[best_bn] == min(bn.values())
-        assert float(cells[5]) == pytest.approx(nd, abs=0.006) and cells[6] == "recipe"
-        assert float(cells[8]) == pytest.approx(nd - bn[best_bn], abs=0.011)
-    assert any(line.startswith("**Time to accuracy**") for line in lines)
-
-
-def test_compare_budget_reuses_finished_cells(equal_time, monkeypatch):
-    out, args = equal_time
-    import ndeconv.compare
-
-    def no_training(*a, **k):
-        raise AssertionError("a finished cell was trained again")
-
-    monkeypatch.setattr(ndeconv.compare, "train", no_training)
-    monkeypatch.setattr(budget_mod, "measure_step_seconds", no_training)
-    before = (out / "table.md").read_text()
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert (out / "table.md").read_text() == before
-
-
-def _cell(tmp_path, name, norm, accuracies, train_seconds, setting=(), seed=None, budget="90s"):
-    run = tmp_path / name
-    run.mkdir()
-    rows = ["epoch,train_loss,valid_loss,accuracy,seconds,train_seconds"]
-    rows += [f"{i + 1},1.0,1.0,{a / 100},{t + 5},{t}" for i, (a, t) in enumerate(zip(accuracies, train_seconds))]
-    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
-    results = {"accuracy": accuracies[-1] / 100, "seconds": sum(train_seconds) + 5 * len(rows),
-               "train_seconds": sum(train_seconds), "steps": 10, "params": 1000, "epochs": len(accuracies)}
-    return Cell("m", norm, len(accuracies), run, results, setting, seed, not setting, budget)
-
-
-def test_time_to_accuracy_takes_each_norms_fastest_run(tmp_path):
-    cells = [
-        _cell(tmp_path, "bn-a", "bn", [20, 45, 62], [10, 10, 10], (("optim.lr", "0.1"),)),
-        _cell(tmp_path, "bn-b", "bn", [35, 55], [20, 20], (("optim.lr", "0.01"),)),
-        _cell(tmp_path, "nd-0", "deconv", [52, 66], [30, 30], seed=0),
-        _cell(tmp_path, "nd-1", "deconv", [48, 58], [25, 25], seed=1),
-    ]
-    rows = {r["level"]: r for r in time_to_accuracy_rows(cells, levels=[40, 50, 60, 70])}
-    assert rows[40]["BN_seconds"] == 20 and rows[40]["BN_run"] == "90s, optim.lr=0.1"  # cumulative seconds
-    assert rows[50]["BN_seconds"] == 30 and rows[60]["BN_seconds"] == 30  # bn-b: 55 only at 40 s
-    assert rows[40]["ND_seconds"] == pytest.approx(27.5)  # the mean over seeds 0 and 1
-    assert rows[50]["ND_seconds"] == pytest.approx((30 + 50) / 2)
-    assert "ND_seconds" not in rows[60] and "BN_seconds" not in rows[70]  # seed 1 never reached 60
-    best = {r["budget"]: r for r in equal_time_rows(cells)}["90s"]
-    assert (best["BN"], best["BN_setting"]) == (62.0, "optim.lr=0.1")
-    assert best["ND"] == pytest.approx(62.0) and best["lead"] == pytest.approx(0.0)
-
-
-def test_equal_seconds_reads_each_norm_from_its_curve_at_the_others_end(tmp_path):
-    cells = [
-        _cell(tmp_path, "bn-3", "bn", [40, 60, 70], [10, 20, 20], budget=None),  # ends at 50 s
-        _cell(tmp_path, "nd-3-0", "deconv", [55, 68, 75], [20, 20, 20], seed=0, budget=None),  # 20, 40, 60 s
-        _cell(tmp_path, "nd-3-1", "deconv", [50, 66, 77], [25, 25, 25], seed=1, budget=None),  # 25, 50, 75 s
-        _cell(tmp_path, "bn-1", "bn", [30], [15], budget=None),
-        _cell(tmp_path, "nd-1", "deconv", [55], [20], budget=None),
-        _cell(tmp_path, "bn-3-lr", "bn", [90, 95, 99], [1, 1, 1], (("optim.lr", "0.01"),), budget=None),
-        _cell(tmp_path, "bn-90s", "bn", [10, 20, 30], [1, 1, 1]),
-    ]
-    rows = {r["epochs"]: r for r in equal_seconds_rows(cells)}
-    assert set(rows) == {1, 3}  # a grid setting and a time budget are not the protocol
-    three = rows[3]
-    assert (three["BN"], three["BN_seconds"]) == (70.0, 50.0)
-    assert three["ND"] == pytest.approx(76.0) and three["ND_seconds"] == pytest.approx(67.5)
-    assert three["ND_at_BN"] == pytest.approx((68 + 66) / 2)  # each seed's last validation by 50 s (the second at 50 s)
-    assert three["ND_at_BN_seconds"] == pytest.approx(45.0)
-    assert (three["BN_at_ND"], three["BN_at_ND_seconds"]) == (70.0, 50.0)  # BN finished before 67.5 s
-    one = rows[1]
-    assert one["ND_at_BN"] is None and (one["BN_at_ND"], one["BN_at_ND_seconds"]) == (30.0, 15.0)
-    table = table_markdown(table_rows(cells, [1, 3]), [1, 3], "t", cells)
-    assert "| m | 3 | 70.00 | 50.0 | 67.00 (45.0 s) | 76.00 | 67.5 | 70.00 (50.0 s) |" in table
-    assert "| m | 1 | 30.00 | 15.0 | no validation yet | 55.00 | 20.0 | 30.00 (15.0 s) |" in table
-    assert "Training seconds (validation not counted): m 1 ep: BN 15.00 s, ND 20.00 s, m 3 ep: BN 50.00 s" in table
-
-
-@pytest.mark.parametrize("item, message", [("gn:optim.lr=0.1", "a scoped key is norm:key.sub"),
-                                           ("bn:=0.1", "a scoped key is norm:key.sub"),
-                                           ("bn:=", "expected key.sub=value1")])
-def test_scoped_grid_keys_name_a_norm(item, message):
-    with pytest.raises(RecipeError, match=message):
-        parse_grid([item])

@@ -11,7 +11,7 @@ from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
 from ndeconv.cli import app
-from ndeconv.compare import _run_one
+from ndeconv.compare.grid import _run_one
 from ndeconv.errors import DivergedError, RecipeError, RunDirError
 from ndeconv.recipe import apply_override, load_recipe
 from ndeconv.rundir import load_run_recipe

@@ -95,11 +95,6 @@ def test_channel_deconv_reloaded_from_its_state_dict_fuses_as_the_one_it_trained
     assert isinstance(fused[0], nn.Linear)  # trained on (N, C): a Linear, not a 1x1 conv
     with torch.no_grad():
         torch.testing.assert_close(fused(x), trained.eval()(x), rtol=1e-5, atol=1e-5)
-    # a state dict saved before the input rank was recorded still loads; such a layer fuses to the conv
-    old = {k: v for k, v in reloaded.state_dict().items() if not k.endswith("input_dims")}
-    legacy = nn.Sequential(ndeconv.ChannelDeconv(10, block=4))
-    legacy.load_state_dict(old)
-    assert isinstance(ndeconv.fuse(legacy)[0], nn.Conv2d)
 
 
 def test_untrained_model_fuses_to_its_conv_weights_plus_biases():

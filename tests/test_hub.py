@@ -12,7 +12,6 @@ import yaml
 from typer.testing import CliRunner
 
 import ndeconv
-from ndeconv.cli import app
 from ndeconv.data import make_dataloaders
 from ndeconv.errors import HubError, RunDirError
 from ndeconv.layers import FastDeconv

@@ -1,15 +1,22 @@
-"""The layout's rules, read from the source: the command line's words stay in the command line, the
-run directory's file names in ``ndeconv/rundir``."""
+"""The layout's rules, read from the source: imports point one way (import-linter's contracts in
+pyproject.toml), every package is installed, the command line's words stay in the command line, the
+run directory's file names in ``ndeconv/rundir``, no module grows past 400 lines."""
 
+import os
 import re
+import shutil
+import subprocess
+import tomllib
 from pathlib import Path
 
+import pytest
 import typer
 
 import ndeconv.rundir as rundir
 from ndeconv.cli import app
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ndeconv"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ndeconv"
 
 
 def _sources(*excluded: str) -> dict[str, str]:
@@ -32,7 +39,7 @@ def test_no_library_module_names_an_option_of_the_command_line():
     assert {"--resume", "--num-processes", "--grid", "--set", "--format", "--data"} <= options  # the scan sees them
     pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(options, key=len, reverse=True)))
                          + r")(?![\w-])")
-    found = [f"{name}: {m.group(1)}" for name, text in _sources("cli.py").items() for m in pattern.finditer(text)]
+    found = [f"{name}: {m.group(1)}" for name, text in _sources("cli/").items() for m in pattern.finditer(text)]
     assert not found
 
 
@@ -51,5 +58,44 @@ def test_no_module_outside_the_task_registry_tests_a_task():
     assert "classification" in names and "segmentation" in names
     # a comparison with a recipe's task, or a table keyed by task names
     tests = re.compile(rf"\btask\s*(==|!=|\bin\b)|[{{,]\s*[\"']({names})[\"']\s*:")
-    found = [f"{name}: {m.group(0)}" for name, text in _sources("tasks.py").items() for m in tests.finditer(text)]
+    found = [f"{name}: {m.group(0)}" for name, text in _sources("tasks/").items() for m in tests.finditer(text)]
     assert not found
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` on the package under ``root`` (found first on the path) with its pyproject.toml."""
+    return subprocess.run([shutil.which("lint-imports") or "lint-imports", "--no-cache"], cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_imports_point_one_way():
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("module, planted", [
+    ("ndeconv/recipe/schema.py", "from ..tasks import get_task  # noqa: F401\n"),
+    ("ndeconv/layers/delinear.py", "import fastai  # noqa: F401\n"),
+    ("ndeconv/functional.py", "from . import layers  # noqa: F401\n"),
+])
+def test_the_contracts_catch_an_import_against_the_grain(tmp_path, module, planted):
+    """A copy of the package with one import planted against the layering fails the check."""
+    copy = tmp_path / "repo"
+    shutil.copytree(PACKAGE, copy / "ndeconv", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    target = copy / module
+    target.write_text(planted + target.read_text())
+    result = _lint_imports(copy)
+    assert result.returncode != 0 and "BROKEN" in result.stdout, result.stdout[-2000:]
+
+
+def test_every_package_is_installed():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert listed == found | {"ndeconv.recipes"}
+
+
+def test_no_module_over_400_lines():
+    long = {name: n for name, text in _sources().items() if (n := text.count("\n")) > 400}
+    assert not long

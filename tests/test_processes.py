@@ -4,7 +4,6 @@ the environment prepares several, and two launchers standing in for two machines
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import ndeconv
 from ndeconv.data import make_dataloaders
-from ndeconv.launch import accelerate_command
+from ndeconv.cli.launch import accelerate_command
 from ndeconv.recipe import load_recipe
 from ndeconv.rundir import build_model, read_metrics
 from ndeconv.train import build_learner, fit_recipe, make_accelerator

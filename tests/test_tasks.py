@@ -8,11 +8,14 @@ import pytest
 import yaml
 from fastai.callback.core import Callback
 from torch import nn
+from typer.testing import CliRunner
 
 import ndeconv
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe
-from ndeconv.tasks import _TASKS, Task, get_task, register_task
+from ndeconv.cli import app
+from ndeconv.tasks import get_task, register_task, resolve_task
+from ndeconv.tasks.registry import _TASKS
 from ndeconv.train import train
 
 
@@ -63,7 +66,10 @@ class _LossSpy(Callback):
         self.seen.append(self.learn.loss_func)
 
 
-def test_an_unknown_task_names_the_known_ones(tiny_recipe):
+def test_an_unknown_task_names_the_known_ones(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe, {"task": "detection"})  # the recipe's schema knows no task
     with pytest.raises(RecipeError, match=r"task: unknown task 'detection' \(known: classification, segmentation"):
-        load_recipe(tiny_recipe, {"task": "detection"})
-    assert isinstance(get_task("classification"), Task)
+        resolve_task(recipe)
+    result = CliRunner().invoke(app, ["train", str(tiny_recipe), "--set", "task=detection", "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 2 and "unknown task 'detection'" in result.output and not (tmp_path / "run").exists()

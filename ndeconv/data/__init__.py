@@ -2,8 +2,6 @@
 
 The loaders (:func:`make_dataloaders`) need fastai and are imported when first used, so reading a
 source or decoding images does not load the training stack.
-
-Floor: above the recipe; imports ``datasets``, PIL and (the loaders) fastai; nothing that trains.
 """
 
 from .augment import BatchTransform, center_crop, normalize, random_crop, random_flip, random_resized_crop

@@ -11,7 +11,8 @@ from .augment import BatchTransform
 from .sources import Splits, load_splits
 from .tensors import DecodedImages, cached_split
 
-__all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices", "sample_images"]
+__all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices", "sample_images",
+           "normalised_training_images"]
 
 
 def subset_indices(total: int, n: int) -> torch.Tensor:
@@ -108,6 +109,14 @@ def sample_images(dl: ShardedDL, n: int, generator: torch.Generator) -> torch.Te
     if isinstance(dl, TensorImageDL):
         return dl.images[idx]
     return torch.stack([dl.dataset[int(i)][0] for i in idx])
+
+
+def normalised_training_images(dls: DataLoaders, n: int, seed: int) -> torch.Tensor:
+    """``n`` training images drawn at random (seeded), normalised as validation normalises them (not
+    augmented): what a whitening stem is fitted on, or a conversion calibrated on."""
+    images = sample_images(dls.train, n, torch.Generator().manual_seed(seed))
+    labels = torch.zeros(len(images), dtype=torch.long)
+    return dls.valid.after_batch((images.to(dls.device or "cpu"), labels))[0]
 
 
 def _transforms(recipe: Recipe) -> tuple[BatchTransform, BatchTransform]:

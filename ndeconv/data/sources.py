@@ -142,5 +142,17 @@ def load_splits(spec: DataSpec, source: str = "data") -> Splits:
         ds = load_hub(spec, source)
         image_col, label_col, key, origin = spec.image_column, spec.label_column, f"hub-{spec.hub_id}", spec.hub_id
     check_splits(ds, spec, (image_col, label_col), origin)
+    train, valid = ds[spec.train_split], ds[spec.valid_split]
+    if spec.classes is not None:
+        train, valid = (select_classes(split, label_col, spec.classes) for split in (train, valid))
+        key = f"{key}:classes={','.join(map(str, spec.classes))}"
     key = hashlib.sha1(f"{key}:{spec.train_split}:{spec.valid_split}:{image_col}:{label_col}".encode()).hexdigest()[:16]
-    return Splits(ds[spec.train_split], ds[spec.valid_split], image_col, label_col, key)
+    return Splits(train, valid, image_col, label_col, key)
+
+
+def select_classes(split: datasets.Dataset, label_column: str, classes: list[int]) -> datasets.Dataset:
+    """The examples of ``classes`` only, their labels renumbered 0, 1, ... in the order of ``classes``."""
+    number = {label: i for i, label in enumerate(classes)}
+    kept = split.filter(lambda label: label in number, input_columns=[label_column])
+    relabelled = kept.cast_column(label_column, datasets.Value("int64"))
+    return relabelled.map(lambda label: {label_column: number[label]}, input_columns=[label_column])

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from ..io import atomic_write
+from ..outputs import atomic_write
 
-__all__ = ["decode_image", "decode_split", "cache_dir", "cached_split", "DecodedImages"]
+__all__ = ["decode_image", "decode_images", "decode_split", "cache_dir", "cached_split", "DecodedImages"]
 
 _CACHE_VERSION = 1
 
@@ -74,6 +74,13 @@ def decode_split(ds: datasets.Dataset, image_column: str, label_column: str, cha
                  num_classes: int, where: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
     """All images of a split as one (N, C, size, size) uint8 tensor, and their int64 labels."""
     labels = _labels(ds, label_column, num_classes, where)
+    return decode_images(ds, image_column, channels, size, where), labels
+
+
+def decode_images(ds: datasets.Dataset, image_column: str, channels: int, size: int,
+                  where: str = "data") -> torch.Tensor:
+    """All images of a split as one (N, C, size, size) uint8 tensor; an undecodable one is a
+    :class:`DataError` naming the split, the row and the column."""
     images = np.empty((len(ds), channels, size, size), dtype=np.uint8)
     raw = _undecoded(ds, image_column).select_columns([image_column])
     i = 0
@@ -84,7 +91,7 @@ def decode_split(ds: datasets.Dataset, image_column: str, label_column: str, cha
             except Exception as e:  # PIL raises many types for corrupt data
                 raise DataError(f"{where}: image {i} of column '{image_column}' cannot be decoded ({e})") from None
             i += 1
-    return torch.from_numpy(images), labels
+    return torch.from_numpy(images)
 
 
 def cached_split(ds: datasets.Dataset, key: str, image_column: str, label_column: str, channels: int, size: int,

@@ -1,8 +1,6 @@
-"""Deconvolution layers: small modules holding parameters and running estimates.
+"""Deconvolution layers: small modules holding parameters and running estimates."""
 
-Floor: above ``functional`` (the math they call); imports nothing else of ndeconv.
-"""
-
+from .channel_affine import ChannelAffine
 from .channel_deconv import ChannelDeconv
 from .delinear import Delinear
 from .fast_deconv import FastDeconv
@@ -13,4 +11,4 @@ from .fast_deconv_transpose import FastDeconvTranspose2d
 from .patch_whitening import PatchWhitening
 
 __all__ = ["FastDeconv", "FastDeconvSame", "FastDeconv1d", "FastDeconv3d", "FastDeconvTranspose2d", "ChannelDeconv",
-           "Delinear", "PatchWhitening"]
+           "Delinear", "PatchWhitening", "ChannelAffine"]

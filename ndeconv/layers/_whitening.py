@@ -175,12 +175,6 @@ class WhiteningState:
             self._fold_cache = None
         return super().train(mode)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # layers saved before num_steps existed had taken one step per tracked batch
-        if prefix + "num_steps" not in state_dict and prefix + "num_batches_tracked" in state_dict:
-            state_dict[prefix + "num_steps"] = state_dict[prefix + "num_batches_tracked"].clone()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def _stats_grad_mode(self) -> torch.autograd.grad_mode.set_grad_enabled:
         """Grad mode for computing batch statistics: off when ``stats_grad=False``."""
         return torch.set_grad_enabled(self.stats_grad and torch.is_grad_enabled())

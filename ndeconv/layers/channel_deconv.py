@@ -90,11 +90,6 @@ class ChannelDeconv(WhiteningState, nn.Module):
             self.running_var_rest.lerp_(var.to(self.running_var_rest.dtype), self.update_momentum)
         return mean, var
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # layers saved before input_dims existed: the input rank is unknown, as for an untrained layer
-        state_dict.setdefault(prefix + "input_dims", torch.tensor(0, dtype=torch.long))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @torch.no_grad()
     def fused(self, spatial: bool | None = None) -> nn.Module:
         """The affine map of this layer's eval function as a 1x1 ``nn.Conv2d`` (``spatial``) or ``nn.Linear``;

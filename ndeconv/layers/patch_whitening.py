@@ -49,7 +49,8 @@ class PatchWhitening(nn.Conv2d):
         if images.dim() != 4 or images.shape[1] != self.in_channels:
             raise ValueError(f"PatchWhitening.fit expects (N, {self.in_channels}, H, W) images, "
                              f"got {tuple(images.shape)}")
-        patches = F.unfold(images.to(torch.float64), self.kernel_size).transpose(1, 2).reshape(-1, self.weight[0].numel())
+        width = self.weight[0].numel()
+        patches = F.unfold(images.to(torch.float64), self.kernel_size).transpose(1, 2).reshape(-1, width)
         centred = patches - patches.mean(0)
         evals, evecs = torch.linalg.eigh(centred.T @ centred / len(centred))
         evals, evecs = evals.flip(0), evecs.flip(1)

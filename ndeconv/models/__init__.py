@@ -2,8 +2,6 @@
 
 After ``import ndeconv``, ``timm.create_model("resnet18_cifar", num_classes=10)`` works and
 ``timm.list_models("*_cifar")`` lists them.
-
-Floor: beside the layers; imports timm only (the models are plain BN networks until converted).
 """
 
 from . import densenet, dpn, mobile, pnasnet, resnet, simple, speedrun, vgg

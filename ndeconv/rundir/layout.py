@@ -14,6 +14,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any, TypedDict
 
 import yaml
 
@@ -21,8 +22,8 @@ from ..errors import RunDirError, first_line
 from ..recipe import Recipe, parse_recipe, read_text_file, read_yaml
 
 __all__ = ["CONFIG", "LAUNCH", "METRICS", "CHECKPOINT", "WEIGHTS", "CARD", "RESULTS", "LOCK", "LOG_DIR",
-           "WRITING_ORDER", "LOCAL_ONLY", "is_finished", "read_results", "load_run_recipe", "rows_to_csv",
-           "read_metrics"]
+           "WRITING_ORDER", "LOCAL_ONLY", "RunResults", "is_finished", "read_results", "load_run_recipe",
+           "rows_to_csv", "read_metrics"]
 
 CONFIG = "config.yaml"
 LAUNCH = "launch.json"
@@ -41,12 +42,44 @@ WRITING_ORDER = (CONFIG, LAUNCH, METRICS, CHECKPOINT, WEIGHTS, CARD, RESULTS)
 LOCAL_ONLY = (CHECKPOINT, LOCK)
 
 
+class RunResults(TypedDict, total=False):
+    """What ``results.json`` holds (written by :func:`ndeconv.train.train`, read by compare, the model
+    card, the hub and the command line). The headline metric is under its own name, ``score`` says
+    which (``accuracy``, ``miou``), with ``best_<score>`` and the task's other metrics
+    (``accuracy_no_tta`` with test-time augmentation) beside it."""
+
+    recipe: str
+    model: str
+    norm: str
+    task: str
+    status: str  # finished, or diverged (with ``diverged``: epoch, step, lr, what)
+    score: str
+    epochs: int
+    valid_loss: float | None
+    train_loss: float | None
+    seconds: float  # the epochs' seconds, validation included
+    train_seconds: float  # validation not counted
+    budget: str | float | None
+    steps: int | None
+    step_seconds: float | None
+    params: int
+    train_images: int | None
+    world_size: int
+    precision: str
+    sync_stats: bool
+    device: str
+    ndeconv: str
+    torch: str
+    python: str
+    diverged: dict[str, Any]
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether the run in ``run_dir`` finished (or diverged): it wrote its ``results.json``."""
     return (Path(run_dir) / RESULTS).is_file()
 
 
-def read_results(run_dir: str | Path) -> dict:
+def read_results(run_dir: str | Path) -> RunResults:
     """A finished run's ``results.json``; a damaged one is a :class:`RunDirError` naming it."""
     path = Path(run_dir) / RESULTS
     try:

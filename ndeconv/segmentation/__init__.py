@@ -4,8 +4,6 @@ are the classifiers' (``task: segmentation`` in a recipe).
 
 The metrics are fastai metrics and are imported when first used, so building a segmentation
 model (loading a trained one) does not load the training stack.
-
-Floor: beside ``ndeconv.data`` (whose sources and loaders it reuses through their public names).
 """
 
 from .augment import SegmentationTransform, scale_crop_flip

@@ -1,8 +1,4 @@
-"""Training: recipes to fastai Learners on Accelerate, run directories, resume.
-
-Floor: above the run directory (``ndeconv.rundir``), the recipe, tasks and data; below
-``compare`` and the command line. The only floor that imports fastai and Accelerate at load.
-"""
+"""Training: recipes to fastai Learners on Accelerate, run directories, resume."""
 
 from .callbacks import AcceleratorCallback, RichProgressCallback, RunDirCallback
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -12,7 +12,7 @@ from fastai.callback.core import Callback, CancelStepException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..io import write_text
+from ..outputs import write_text
 from ..rundir import CHECKPOINT, METRICS, rows_to_csv
 from .checkpoint import save_checkpoint
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import yaml
 
 from ..recipe import Recipe, recipe_to_dict
-from ..tasks import get_task
+from ..tasks import Task, resolve_task
 
 __all__ = ["model_card"]
 
 _NORM = {"deconv": "network deconvolution", "bn": "batch normalisation"}
 
 
-def _metadata(recipe: Recipe, results: dict) -> dict:
+def _metadata(recipe: Recipe, results: dict, t: Task) -> dict:
     data = recipe.data
     dataset = data.hub_id or data.builtin or recipe.name
-    t = get_task(recipe.task)
     task, task_name, label, score = t.hub_tag, t.hub_name, t.card_metric, t.metric
     meta = {
         "library_name": "ndeconv",
@@ -46,10 +45,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
-    """The card's markdown for a run trained with ``recipe`` that reported ``results`` and per-epoch ``rows``."""
+def model_card(recipe: Recipe, results: dict, rows: list[dict], task: Task | None = None) -> str:
+    """The card's markdown for a run trained with ``recipe`` (its ``task``, resolved here if not given)
+    that reported ``results`` and per-epoch ``rows``."""
+    task = task or resolve_task(recipe)
     norm = _NORM.get(recipe.model.norm, recipe.model.norm)
-    score, label = get_task(recipe.task).metric, get_task(recipe.task).card_metric
+    score, label = task.metric, task.card_metric
     summary = [[label, f"{100 * results[score]:.2f}%"],
                [f"best {label}", f"{100 * results[f'best_{score}']:.2f}%"],
                ["validation loss", f"{results['valid_loss']:.4f}"],
@@ -67,7 +68,7 @@ def model_card(recipe: Recipe, results: dict, rows: list[dict]) -> str:
         summary.insert(1, ["pixel accuracy", f"{100 * results['pixel_accuracy']:.2f}%"])
     curve = [[str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['valid_loss']:.4f}", f"{100 * r[score]:.2f}",
               f"{r['seconds']:.1f}"] for r in rows]
-    header = yaml.safe_dump(_metadata(recipe, results), sort_keys=False)
+    header = yaml.safe_dump(_metadata(recipe, results, task), sort_keys=False)
     recipe_yaml = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
     return f"""---
 {header}---

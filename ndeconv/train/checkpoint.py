@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write
+from ..outputs import atomic_write
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
 

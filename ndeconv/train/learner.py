@@ -20,7 +20,7 @@ from torch import nn
 
 from ..layers import PatchWhitening
 from ..recipe import Recipe
-from ..tasks import get_task
+from ..tasks import Task, resolve_task
 from .averaging import LookaheadCallback
 from .budget import StepLimit
 from .callbacks import AcceleratorCallback, DataEpochCallback, DivergenceCallback
@@ -83,17 +83,18 @@ def _optimizer(recipe: Recipe):
 
 
 def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator,
-                  cbs: list | None = None) -> Learner:
+                  cbs: list | None = None, task: Task | None = None) -> Learner:
     """A fastai Learner with the recipe's optimizer, loss and metrics, driven by ``accelerator``, that
     stops at the first non-finite loss or weight (:class:`DivergenceCallback`).
 
-    The loss and metrics are the recipe's task's (:mod:`ndeconv.tasks`); ``optim.norm_lr_scale``
+    The loss and metrics are the recipe's task's (``task``, resolved here if not given;
+    :mod:`ndeconv.tasks`); ``optim.norm_lr_scale``
     splits the parameters in two groups (:func:`shift_splitter`). The recipe's other training
     features are callbacks: the alternating flip's epoch, fitting a patch-whitening stem,
     weight averaging (``optim.lookahead_every``) and test-time augmentation (``train.tta``, with
     ``accuracy_no_tta`` beside). fastai's console progress is replaced by ndeconv's rich callback.
     """
-    o, task = recipe.optim, get_task(recipe.task)
+    o, task = recipe.optim, task or resolve_task(recipe)
     extra: list = []
     if recipe.augment.flip == "alternate":
         extra.append(DataEpochCallback())

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LaunchError, RunDirError, first_line
-from ..io import write_json
+from ..outputs import write_json
 from ..rundir import LAUNCH
 
 __all__ = ["record_launch", "read_launch", "check_launch_environment", "check_resume_processes",
@@ -33,8 +33,8 @@ def record_launch(run_dir: Path, num_processes: int, sync_stats: bool) -> None:
 
 
 def read_launch(run_dir: Path) -> dict | None:
-    """``run_dir``'s recorded launch (``num_processes``, ``sync_stats``), or None for a run that
-    recorded none (an older version's)."""
+    """``run_dir``'s recorded launch (``num_processes``, ``sync_stats``), or None for a run stopped
+    before it recorded one."""
     path = Path(run_dir) / LAUNCH
     if not path.is_file():
         return None

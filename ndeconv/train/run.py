@@ -15,13 +15,13 @@ from fastai.torch_core import set_seed
 from rich.console import Console
 from safetensors.torch import save_model
 
-from .. import __version__
 from ..errors import DivergedError, NdeconvError, RecipeError, RunDirError
-from ..io import atomic_write, check_writable, write_json, write_text, write_yaml
+from ..outputs import atomic_write, check_writable, write_json, write_text, write_yaml
 from ..recipe import Recipe, parse_budget, recipe_to_dict
 from ..rundir import (CARD, CHECKPOINT, CONFIG, LOCK, METRICS, RESULTS, WEIGHTS, build_model, is_finished,
                       load_run_recipe, read_metrics, read_results)
-from ..tasks import get_task
+from ..tasks import Task, resolve_task
+from ..version import __version__
 from .budget import calibrate
 from .callbacks import NonFinite, RichProgressCallback, RunDirCallback
 from .card import model_card
@@ -47,9 +47,9 @@ def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _results(recipe: Recipe, rows: list[dict], learn, dls, accelerator, sync_stats: bool) -> dict:
+def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerator, sync_stats: bool) -> dict:
     """What ``results.json`` holds: the last epoch's metrics, the run's length and time, the setup."""
-    score = get_task(recipe.task).metric
+    score = task.metric
     last = rows[-1] if rows else {}
     metrics = {k: v for k, v in last.items()
                if k not in ("epoch", "train_loss", "valid_loss", "seconds", "train_seconds")}
@@ -69,6 +69,16 @@ def _results(recipe: Recipe, rows: list[dict], learn, dls, accelerator, sync_sta
     }
 
 
+def _calibration_batches(dls, recipe: Recipe) -> list[torch.Tensor] | None:
+    """The batches a conversion with ``model.calibrate`` images is calibrated on (None: no calibration)."""
+    if not (recipe.model.norm == "deconv" and recipe.model.calibrate):
+        return None
+    from ..data.loaders import normalised_training_images
+
+    images = normalised_training_images(dls, recipe.model.calibrate, recipe.train.seed)
+    return list(images.split(recipe.train.batch_size))
+
+
 def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None, progress: bool,
          sync_stats: bool, cbs: list | None, fresh: bool) -> dict:
     """Train ``recipe`` into ``run_dir`` (``resuming``: from its checkpoint) under the directory's
@@ -85,8 +95,10 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             held.enter_context(run_lock(run_dir, fresh=False))
         if not fresh:
             check_resume_processes(run_dir, accelerator.num_processes)
-        dls = get_task(recipe.task).dataloaders(recipe)
-        model = build_model(recipe)
+        task = resolve_task(recipe)  # once: handed to everything below
+        dls = task.dataloaders(recipe)
+        model = build_model(recipe, task, pretrained=not resuming, calibration=None if resuming else
+                            _calibration_batches(dls, recipe))
         if sync_stats and accelerator.num_processes > 1:
             from ..distributed import sync_deconv_stats
 
@@ -95,7 +107,8 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
         run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
         progress_cb = RichProgressCallback(console, enabled=progress and is_main)
         tracking = [TrackerCallback(accelerator, flat_config(recipe))] if recipe.train.log_with else []
-        learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
+        learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])],
+                              task=task)
         start_epoch = 0
         if resuming:
             start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
@@ -121,8 +134,8 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             raise
         except NonFinite as e:  # a result, not a crash: recorded, and the last finite checkpoint stays
             progress_cb.close()
-            results = {**_results(recipe, run_cb.rows, learn, dls, accelerator, sync_stats), "status": "diverged",
-                       get_task(recipe.task).metric: None,
+            results = {**_results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats), "status": "diverged",
+                       task.metric: None,
                        "diverged": {"epoch": e.epoch, "step": e.step, "lr": e.lr, "what": e.what}}
             if is_main:
                 write_json(run_dir / RESULTS, results)
@@ -132,10 +145,10 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             raise DivergedError(f"{run_dir}: training diverged at epoch {e.epoch}, step {e.step} (learning rate "
                                 f"{e.lr:g}): {e.what}; {kept}", results) from None
         accelerator.wait_for_everyone()
-        results = _results(recipe, run_cb.rows, learn, dls, accelerator, sync_stats)
+        results = _results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats)
         if is_main:
             atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
-            write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows))
+            write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows, task))
             write_json(run_dir / RESULTS, results)
         accelerator.wait_for_everyone()
         return results

@@ -3,7 +3,6 @@ before training, and training its bias for its first epochs only."""
 
 from __future__ import annotations
 
-import torch
 from fastai.callback.core import Callback
 from torch import nn
 
@@ -35,12 +34,9 @@ class PatchWhiteningCallback(Callback):
         stems = [s for s in whitening_stems(self.learn.model) if not bool(s.fitted)]
         if not stems:
             return
-        from ..data.loaders import sample_images
+        from ..data.loaders import normalised_training_images
 
-        generator = torch.Generator().manual_seed(self.seed)
-        images = sample_images(self.dls.train, self.images, generator)
-        labels = torch.zeros(len(images), dtype=torch.long)
-        normalised, _ = self.dls.valid.after_batch((images.to(self.dls.device or "cpu"), labels))
+        normalised = normalised_training_images(self.dls, self.images, self.seed)
         for stem in stems:
             stem.fit(normalised.to(stem.weight.device))
 

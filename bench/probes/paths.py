@@ -1,6 +1,6 @@
 """Whole-model train step with each CPU path choice of ``ndeconv.functional`` on and off, in one process.
 
-    python bench/paths.py [--model vgg11_cifar] [--fast] [--repeat 8]
+    python bench/probes/paths.py [--model vgg11_cifar] [--fast] [--repeat 8]
 
 Timings across invocations move 5-20% on a small CPU, so the code paths are compared inside one
 process, alternating: ``new`` (the defaults: strip covariance, Newton-Schulz path by size),
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from network import FAST, build, train_step  # noqa: E402
 
-from ndeconv import functional as DF  # noqa: E402
+from ndeconv import _autograd as AG  # noqa: E402
 
 CONFIGS = {
-    "new": (DF._SPECTRAL_MIN_F, DF._GRAM_STRIP),
-    "matrix-nograd": ({True: DF._SPECTRAL_MIN_F[True], False: 10**9}, DF._GRAM_STRIP),
-    "no-strips": (DF._SPECTRAL_MIN_F, 10**9),
+    "new": (AG.SPECTRAL_MIN_F, AG.GRAM_STRIP),
+    "matrix-nograd": ({True: AG.SPECTRAL_MIN_F[True], False: 10**9}, AG.GRAM_STRIP),
+    "no-strips": (AG.SPECTRAL_MIN_F, 10**9),
     "old": ({True: 1, False: 10**9}, 10**9),
 }
 
@@ -45,7 +45,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for _ in range(args.repeat):
         for name, (spectral_min_f, gram_strip) in CONFIGS.items():
-            DF._SPECTRAL_MIN_F, DF._GRAM_STRIP = spectral_min_f, gram_strip
+            AG.SPECTRAL_MIN_F, AG.GRAM_STRIP = spectral_min_f, gram_strip
             step()  # warm up this configuration
             start = time.perf_counter()
             step()

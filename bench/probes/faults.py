@@ -1,11 +1,11 @@
-"""The probes of faults and hostile input (issue 22), one row each, through the command line.
+"""Probes of faults and hostile input, one row each, through the command line.
 
 Each probe runs ``python -m ndeconv ...`` on a tiny dataset written here and says what happened
 (exit status, error lines, tracebacks, what was left behind). Run it against another checkout
 to compare versions::
 
-    python bench/fault_probes.py                         # this checkout
-    python bench/fault_probes.py --repo /tmp/old-ndeconv # e.g. a worktree of an older commit
+    python bench/probes/faults.py                         # this checkout
+    python bench/probes/faults.py --repo ../old-ndeconv   # e.g. a worktree of an older commit
 
 Nothing is timed; it takes a few minutes on 2 cores.
 """
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from runstate import rank_process  # noqa: E402

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from ndeconv.errors import OutputError
-from ndeconv.io import atomic_write, write_json, write_text
+from ndeconv.outputs import atomic_write, write_json, write_text
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

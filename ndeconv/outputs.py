@@ -1,7 +1,4 @@
-"""Atomic file writes: write to a temporary file in the same directory, then rename over the target.
-
-Floor: serves every floor; imports the errors only.
-"""
+"""Atomic file writes: write to a temporary file in the same directory, then rename over the target."""
 
 from __future__ import annotations
 

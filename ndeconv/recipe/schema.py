@@ -1,39 +1,24 @@
-"""Recipes: typed training configurations loaded from YAML, with validation and overrides.
+"""The recipe's schema: the dataclasses a recipe file fills, the literals of its choices, and the
+range checks its types cannot express (a problem is a :class:`RecipeError` naming the dotted key).
 
-A recipe file has five sections (``data``, ``model``, ``optim``, ``train``, ``augment``) plus a
-``name``. Loading checks every key and type against the dataclasses below; a problem is a
-:class:`RecipeError` whose one-line message names the file and the dotted key.
-
-Floor: above the rules (``DeconvConfig``) and the task registry; imports nothing that trains.
+Part of the configuration leaf: standard library only (and ``DeconvConfig``, its sibling).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
 import re
 import reprlib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ..errors import RecipeError
+from .deconv import DeconvConfig
 
-from .errors import RecipeError
-from .init import Init
-from .rules import DeconvConfig
-from .tasks import get_task, task_of_builtin
+__all__ = ["Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec", "Init", "LENGTH_KEYS",
+           "LIMITS", "MAX_SEED", "parse_budget", "budget_label", "quote"]
 
-__all__ = [
-    "Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec",
-    "load_recipe", "parse_recipe", "apply_override", "recipe_to_dict", "find_recipe", "bundled_recipes",
-    "LENGTH_KEYS", "LIMITS", "parse_budget", "budget_label", "read_yaml", "read_text_file", "quote",
-    "RecipeLoader",
-]
-
+Init = Literal["pytorch", "model"]
 Norm = Literal["bn", "deconv"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "one_cycle", "constant", "piecewise_linear"]
@@ -53,6 +38,10 @@ class DataSpec:
     (``leftImg8bit/`` + ``gtFine/``, label ids mapped to the 19 train ids), ``builtin:
     digit_canvas`` is the embedded set; ``image_size`` is the training crop and ``resize`` the
     shorter side images are decoded to.
+
+    ``classes`` keeps the examples of those labels only, renumbered 0, 1, ... in the order given
+    (a classification subset: ``[2, 3, 4, 5, 6, 7]`` are CIFAR-10's animals); ``num_classes`` is
+    then their count.
     """
 
     num_classes: int
@@ -69,6 +58,7 @@ class DataSpec:
     label_column: str = "label"
     resize: int | None = None
     cache: bool = True
+    classes: list[int] | None = None
     mask_column: str = "mask"
     ignore_index: int = 255
 
@@ -85,6 +75,12 @@ class ModelSpec:
 
     For segmentation, ``name`` is ``torchvision:<model>`` (FCN, DeepLabv3, LR-ASPP) or a timm
     backbone whose ``feature_level``-th feature map feeds an FCN head.
+
+    Fine-tuning: ``pretrained`` is a BN model's weights (a timm checkpoint or safetensors file, or
+    a finished run directory) loaded before any conversion (its classifier is dropped when the
+    classes differ); ``calibrate: N`` converts with the model's function kept, from the statistics
+    of N training images (:func:`ndeconv.deconvolve`, ``calibrate``); ``freeze`` whitens with the
+    running estimates in training too (:func:`ndeconv.freeze`).
     """
 
     name: str
@@ -93,6 +89,9 @@ class ModelSpec:
     drop_rate: float = 0.0
     feature_level: int = -1
     deconv: DeconvConfig = field(default_factory=DeconvConfig)
+    pretrained: str | None = None
+    calibrate: int = 0
+    freeze: bool = False
 
 
 @dataclass
@@ -206,23 +205,6 @@ LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "
 MAX_SEED = 2**32 - 1
 
 
-class RecipeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader reading numbers as people write them: ``5e-4`` and ``1E5`` are floats
-    (YAML 1.2's rule; YAML 1.1 wants a dot, ``5.0e-4``, and reads the rest as strings)."""
-
-
-RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(text: str):
-    """Parse recipe YAML (see :class:`RecipeLoader`)."""
-    return yaml.load(text, Loader=RecipeLoader)
-
-
 #: The keys of ``train`` that set a run's length; setting one by override clears the others.
 LENGTH_KEYS = ("epochs", "budget", "steps")
 
@@ -281,6 +263,13 @@ def _check_values(r: Recipe) -> None:
             raise RecipeError(f"data.{key} has {len(getattr(d, key))} values, data.channels is {d.channels}")
     if any(s <= 0 for s in d.std):
         raise RecipeError(f"data.std must be > 0, got {d.std}")
+    if d.classes is not None and (len(d.classes) != d.num_classes or len(set(d.classes)) != len(d.classes)
+                                  or min(d.classes) < 0):
+        raise RecipeError(f"data.classes must be {d.num_classes} distinct labels >= 0 (data.num_classes), "
+                          f"got {quote(d.classes)}")
+    _positive("model.calibrate", r.model.calibrate, allow_zero=True)
+    if (r.model.calibrate or r.model.freeze) and r.model.norm != "deconv":
+        raise RecipeError("model.calibrate and model.freeze are settings of a deconvolution model (model.norm: deconv)")
     if d.path is None and d.builtin is None and d.hub_id is None:
         raise RecipeError("data needs a source: path, builtin or hub_id")
     for key in ("block", "block_fc", "sampling_stride", "n_iter"):
@@ -307,13 +296,6 @@ def _check_values(r: Recipe) -> None:
     zoom = r.augment.zoom
     if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
         raise RecipeError(f"augment.zoom must be [min, max] with 0 < min <= max, got {zoom}")
-    task = get_task(r.task)
-    if d.builtin is not None:
-        kind = task_of_builtin(d.builtin)
-        if kind is None:
-            raise RecipeError(f"data.builtin must be one of {', '.join(task.builtins)}, got {quote(d.builtin)}")
-        if kind != r.task:
-            raise RecipeError(f"data.builtin: '{d.builtin}' is a {kind} set, the recipe's task is {r.task}")
 
 
 def _check_optim(o: OptimSpec) -> None:
@@ -350,190 +332,3 @@ def _check_length(t: TrainSpec) -> None:
         raise RecipeError("train.epochs and train.steps are exclusive: give one of them")
     elif t.epochs is None and t.steps is None:
         raise RecipeError("train needs a length: epochs, budget or steps")
-
-
-# --- typed parsing ---------------------------------------------------------------------------
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if float in args:  # an integer is a number: "a number", not "an integer or a number"
-            args = tuple(a for a in args if a is not int)
-        return " or ".join(_type_name(a) for a in args)
-    if origin is list:
-        item = typing.get_args(tp)[0]
-        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{key} must be a mapping, got {quote(value)}")
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, key)
-            except RecipeError:
-                continue
-        raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {quote(value)}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise RecipeError(f"{key} must be a finite number, got {quote(value)}")
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-
-
-def _did_you_mean(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _build(cls: type, raw: dict, prefix: str) -> Any:
-    """``cls(**raw)`` with every key checked; all problems of ``raw`` are reported together."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems = []
-    for key in raw:
-        if key not in fields:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            hint = _did_you_mean(str(key), list(fields)) or f" (known in {prefix or 'the top level'}: " \
-                f"{', '.join(fields)})"
-            problems.append(f"unknown key '{where}'{hint}")
-    kwargs = {}
-    for name, f in fields.items():
-        where = f"{prefix}.{name}" if prefix else name
-        if name in raw:
-            try:
-                kwargs[name] = _coerce(hints[name], raw[name], where)
-            except RecipeError as e:
-                problems.append(str(e))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(f"missing required key '{where}'")
-    if problems:
-        raise RecipeError("; ".join(problems))
-    return cls(**kwargs)
-
-
-def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
-    """Build a :class:`Recipe` from a mapping; errors name ``source`` and every bad key."""
-    if raw is None:
-        raise RecipeError(f"{source}: the recipe is empty")
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
-    try:
-        return _build(Recipe, raw, "")
-    except RecipeError as e:
-        raise RecipeError(f"{source}: {e}") from None
-
-
-def recipe_to_dict(recipe: Recipe) -> dict:
-    """The recipe as plain data (what ``config.yaml`` holds); ``parse_recipe`` inverts it."""
-    return dataclasses.asdict(recipe)
-
-
-def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = None) -> Recipe:
-    """A copy of ``recipe`` with the dotted ``key`` set to ``value``.
-
-    Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); the new value is
-    type-checked like the file's. Errors name ``source`` (default ``override key``).
-    """
-    source = source or f"override {key}"
-    raw = recipe_to_dict(recipe)
-    node, parts = raw, key.split(".")
-    cls: Any = Recipe
-    for i, part in enumerate(parts):
-        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-        if part not in names:
-            where = ".".join(parts[: i + 1])
-            hint = _did_you_mean(part, names) or (f" (known: {', '.join(names)})" if names else "")
-            raise RecipeError(f"{source}: unknown key '{where}'{hint}")
-        if i < len(parts) - 1:
-            cls = typing.get_type_hints(cls)[part]
-            node = node[part]
-    if isinstance(value, str):
-        try:
-            value = read_yaml(value) if value.strip() else value
-        except yaml.YAMLError:
-            pass
-    node[parts[-1]] = value
-    if parts[:-1] == ["train"] and parts[-1] in LENGTH_KEYS and value is not None:
-        for other in (*LENGTH_KEYS, "step_seconds"):  # a new length replaces the recipe's (epochs by budget, ...)
-            if other != parts[-1]:
-                node[other] = None
-    return parse_recipe(raw, source)
-
-
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
-                sources: dict[str, str] | None = None) -> Recipe:
-    """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides;
-    ``sources`` names where each override came from, for its errors (the command line passes the
-    option it read it from)."""
-    file = find_recipe(path)
-    try:
-        raw = read_yaml(read_text_file(file, "recipe"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{file}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
-    recipe = parse_recipe(raw, str(file))
-    for key, value in (overrides or {}).items():
-        recipe = apply_override(recipe, key, value, (sources or {}).get(key))
-    return recipe
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """A text file's contents; a binary or undecodable one is a :class:`RecipeError` naming it."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not a {what} (not UTF-8 text: byte {e.start} cannot be decoded)") from None
-
-
-def bundled_recipes() -> dict[str, Path]:
-    """The recipes shipped with ndeconv: ``{name: path}``."""
-    from importlib import resources
-
-    root = Path(str(resources.files("ndeconv") / "recipes"))
-    return {p.stem: p for p in sorted(root.glob("*.yaml"))}
-
-
-def find_recipe(path: str | Path) -> Path:
-    """A recipe file path, or the bundled recipe of that name (``cifar10`` -> ``recipes/cifar10.yaml``)."""
-    file = Path(path)
-    if file.is_file():
-        return file
-    bundled = bundled_recipes()
-    if file.suffix == "" and str(path) in bundled:
-        return bundled[str(path)]
-    if file.is_dir():
-        raise RecipeError(f"{path}: is a directory, not a recipe file")
-    hint = f" (bundled recipes: {', '.join(bundled)})" if bundled else ""
-    raise RecipeError(f"{path}: recipe file not found{hint}")

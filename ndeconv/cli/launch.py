@@ -1,6 +1,6 @@
 """Several processes on this machine: run a training command under Accelerate's launcher.
 
-``python -m ndeconv.launch ARGS`` is ``accelerate launch ARGS`` that, when a process fails,
+``python -m ndeconv.cli.launch ARGS`` is ``accelerate launch ARGS`` that, when a process fails,
 writes which processes failed and how to a report file instead of printing the launcher's
 traceback; :func:`launch_train` turns the report into one :class:`LaunchError` naming the process
 that died. The command line decides what the processes run.
@@ -17,14 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import LaunchError
+from ..errors import LaunchError
+from .common import INPUT_ERROR, INTERRUPTED, LOST_PEER
 
-__all__ = ["accelerate_command", "launch_train", "LAUNCHED_ENV", "LOST_PEER", "INPUT_ERROR", "INTERRUPTED"]
+__all__ = ["accelerate_command", "launch_train", "LAUNCHED_ENV"]
 
 LAUNCHED_ENV = "NDECONV_LAUNCH_REPORT"  # set for the processes of ndeconv's launcher: where failures go
-LOST_PEER = 3  # exit status of a process that lost contact with another one (it prints nothing)
-INPUT_ERROR = 2  # exit status of a process that printed its own one-line error
-INTERRUPTED = 130  # exit status of a process stopped by Ctrl-C (it printed "interrupted")
 
 
 def accelerate_command(num_processes: int) -> list[str]:
@@ -32,8 +30,8 @@ def accelerate_command(num_processes: int) -> list[str]:
 
     Accelerate picks NCCL when GPUs are present and gloo on a CPU-only machine.
     """
-    return [sys.executable, "-m", "ndeconv.launch", "--num_machines", "1", "--num_processes", str(num_processes),
-            "--dynamo_backend", "no", "--mixed_precision", "no", "--multi_gpu"]
+    return [sys.executable, "-m", "ndeconv.cli.launch", "--num_machines", "1", "--num_processes",
+            str(num_processes), "--dynamo_backend", "no", "--mixed_precision", "no", "--multi_gpu"]
 
 
 def _how(exitcode: int) -> str:

@@ -1,16 +1,15 @@
-"""`ndeconv compare` (Table 1 layout, reuse/resume) and `ndeconv viz` (the paper's pictures)."""
+"""`ndeconv compare`'s grid and runs: the Table 1 layout, reuse and resume, grid settings and their errors."""
 
 import csv
 import json
 
 import pytest
-import torch
 import yaml
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from ndeconv import viz
 from ndeconv.cli import app
+from ndeconv.compare import parse_grid
+from ndeconv.errors import RecipeError
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -164,39 +163,9 @@ def test_grid_errors_are_one_line_and_train_nothing(grid, message, tiny_recipe, 
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["kernels", "correlation", "sparsity", "linear"])
-def test_viz_writes_png(kind, tmp_path):
-    out = tmp_path / f"{kind}.png"
-    result = runner.invoke(app, ["viz", kind, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    data = out.read_bytes()
-    assert data.startswith(PNG) and len(data) > 5000
-
-
-def test_viz_kernels_of_a_trained_run(comparison, tmp_path):
-    out, _ = comparison
-    result = runner.invoke(app, ["viz", "kernels", "--run", str(out / "convnet3-deconv-2ep"), "--out",
-                                 str(tmp_path / "k.png")])
-    assert result.exit_code == 0, result.output
-    kernels = viz.run_kernels(out / "convnet3-deconv-2ep")
-    assert kernels.shape == (3, 3, 3, 3)
-    bn = runner.invoke(app, ["viz", "kernels", "--run", str(out / "convnet3-bn-1ep"), "--out", str(tmp_path / "b.png")])
-    assert bn.exit_code == 2 and "no deconvolution layer" in bn.output
-
-
-def test_kernels_of_white_noise_are_deltas():
-    noise = torch.rand(8, 3, 48, 48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    kernels = viz.deconv_kernels(noise, k=5, stride=1)
-    delta = torch.zeros(3, 3, 5, 5, dtype=torch.float64)
-    for c in range(3):
-        delta[c, c, 2, 2] = 1 / noise[:, c].std()
-    torch.testing.assert_close(kernels, delta, atol=0.1 * float(delta.max()), rtol=0)
-
-
-def test_kernels_of_correlated_input_are_centre_surround():
-    noise = torch.randn(8, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    blur = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64) / 16
-    smooth = F.conv2d(noise, blur.view(1, 1, 3, 3), padding=1)  # neighbours strongly correlated
-    k = viz.deconv_kernels(smooth, k=5, stride=1)[0, 0]
-    assert k[2, 2] > 0
-    assert all(k[i, j] < 0 for i, j in ((1, 2), (3, 2), (2, 1), (2, 3)))
+@pytest.mark.parametrize("item, message", [("gn:optim.lr=0.1", "a scoped key is norm:key.sub"),
+                                           ("bn:=0.1", "a scoped key is norm:key.sub"),
+                                           ("bn:=", "expected key.sub=value1")])
+def test_scoped_grid_keys_name_a_norm(item, message):
+    with pytest.raises(RecipeError, match=message):
+        parse_grid([item])

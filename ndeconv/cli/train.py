@@ -1,0 +1,163 @@
+"""``ndeconv train``: one run into a run directory, resumed, or launched on several processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .app import command
+from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, load_checked_recipe,
+                     quiet_datasets)
+
+
+def summary_table(run_dir: Path, results: dict) -> Table:
+    """The one-row table printed after a run."""
+    table = Table(title=f"{results['recipe']}: {results['model']} ({results['norm']})")
+    score = results.get("score", "accuracy")
+    length = f"{results['steps']} steps" if results.get("budget") is not None else str(results["epochs"])
+    columns = {score: f"{results[score]:.4f}", "epochs": length,
+               "seconds": f"{results['seconds']:.1f}", "params (M)": f"{results['params'] / 1e6:.3f}",
+               "precision": results["precision"], "processes": str(results["world_size"])}
+    for name in columns:
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_row(*columns.values())
+    table.caption = f"run directory: {run_dir}"
+    return table
+
+
+@command("train")
+@friendly_errors
+def train_cmd(
+    recipe: str = typer.Argument(DEFAULT_RECIPE, help="Recipe file or bundled recipe name (see `ndeconv recipes`)."),
+    model: Optional[str] = typer.Option(None, help="timm model name (model.name)."),
+    norm: Optional[str] = typer.Option(None, help="bn or deconv (model.norm)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (train.epochs)."),
+    budget: Optional[str] = typer.Option(None, help="Training time instead of epochs: 90s, 10m, 1h (train.budget; "
+                                                    "validation not counted)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (optim.lr)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size per process (train.batch_size)."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
+    data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder (data.path)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<recipe>-<model>-<norm>-<time>)."),
+    limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
+    log_with: Optional[str] = typer.Option(None, help="Comma-separated Accelerate trackers, e.g. tensorboard, "
+                                                      "trackio, wandb (train.log_with); files go to RUN_DIR/logs."),
+    set_: list[str] = typer.Option([], "--set", help="Override any recipe key: --set optim.weight_decay=1e-3."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run directory."),
+    num_processes: Optional[int] = typer.Option(None, min=1, help="Data-parallel processes, launched with "
+                                                "`accelerate launch` (default 1; a resume: the run's own)."),
+    sync_stats: Optional[bool] = typer.Option(None, "--sync-stats/--no-sync-stats",
+                                              help="All-reduce deconvolution statistics across processes "
+                                                   "(default on; a resume: the run's own)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a recipe (default: the bundled digits recipe with deconvolution) into a run directory."""
+    from ..train import default_run_dir
+    from ..train import resume as resume_run
+    from ..train import train
+
+    from ..errors import LaunchError, OutputError, RecipeError
+    from ..outputs import check_writable
+    from .launch import LAUNCHED_ENV
+
+    quiet_datasets(quiet)
+    launched = os.environ.get("WORLD_SIZE")  # this process is one of a launch's: it trains, it does not launch
+    if launched is not None and num_processes is not None and str(num_processes) != launched:
+        raise LaunchError(f"--num-processes {num_processes}: this process is one of {launched} launched processes")
+    flags = {"--model": model, "--norm": norm, "--budget": budget, "--epochs": epochs, "--lr": lr,
+             "--batch-size": batch_size, "--precision": precision, "--data": data, "--limit-train": limit_train,
+             "--seed": seed, "--log-with": log_with}
+    if resume is None:
+        if budget is not None and epochs is not None:
+            raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
+        r, _ = load_checked_recipe(recipe, flags, set_)
+        run_dir = check_writable(out or default_run_dir(r), directory=True)
+    else:
+        given = {"a recipe": recipe != DEFAULT_RECIPE, **flags, "--out": out, "--set": set_}
+        extra = [name for name, value in given.items() if value not in (None, False, [])]
+        if extra:
+            raise RecipeError(f"--resume continues {resume} with its own recipe; drop {', '.join(extra)} "
+                              "(or start a new run)")
+        run_dir = check_writable(resume, directory=True)
+        num_processes, sync_stats = _resume_launch(run_dir, num_processes, sync_stats)
+    num_processes = num_processes or 1
+    sync_stats = True if sync_stats is None else sync_stats
+    continue_hint = f"continue from the last finished epoch with `ndeconv train --resume {run_dir}`"
+    if num_processes > 1 and launched is None:
+        code = _launch(num_processes, run_dir, None if resume is not None else r, sync_stats, quiet, continue_hint)
+        if code != 0:
+            raise typer.Exit(code)
+        return  # rank 0 of the launched processes printed the summary
+    try:
+        if resume is None:
+            run_dir, results = train(r, run_dir, console=err_console, progress=not quiet, sync_stats=sync_stats)
+        else:
+            run_dir, results = resume_run(resume, console=err_console, progress=not quiet, sync_stats=sync_stats)
+    except LaunchError as e:
+        if not e.lost_peer:
+            raise
+        if os.environ.get(LAUNCHED_ENV):  # ndeconv's launcher names the process that died
+            raise typer.Exit(LOST_PEER) from None
+        raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
+                          f"launch and `--resume {run_dir}`") from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
+                          f"{run_dir}`", soft_wrap=True, highlight=False)
+        raise typer.Exit(INTERRUPTED) from None
+    except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
+        from ..rundir import CONFIG
+
+        if not (run_dir / CONFIG).is_file():
+            raise
+        raise OutputError(f"{e}; once there is room, {continue_hint}") from None
+    from ..train.learner import process_state
+
+    if process_state().is_main_process:
+        console.print(summary_table(run_dir, results))
+
+
+def _launch(num_processes: int, run_dir: Path, recipe, sync_stats: bool, quiet: bool, continue_hint: str) -> int:
+    """``ndeconv train`` on N processes: the resolved recipe travels to them as a file (so every
+    override applies on every rank), or they resume ``run_dir`` (``recipe`` None)."""
+    import tempfile
+
+    from ..errors import LaunchError
+    from ..outputs import write_yaml
+    from .launch import launch_train
+    from ..recipe import recipe_to_dict
+
+    with tempfile.TemporaryDirectory(prefix="ndeconv-recipe-") as tmp:
+        args = ["--resume", str(run_dir)]
+        if recipe is not None:
+            args = [str(write_yaml(Path(tmp) / f"{recipe.name}.yaml", recipe_to_dict(recipe))), "--out", str(run_dir)]
+        args += ["--sync-stats" if sync_stats else "--no-sync-stats"] + (["--quiet"] if quiet else [])
+        try:
+            return launch_train(num_processes, args)
+        except LaunchError as e:
+            raise LaunchError(f"{e}; {continue_hint}") from None
+
+
+def _resume_launch(run_dir: Path, num_processes: int | None,
+                   sync_stats: bool | None) -> tuple[int | None, bool | None]:
+    """The process count and statistics synchronisation to resume ``run_dir`` with: the run's own,
+    recorded when it started; a flag asking for other ones is refused."""
+    from ..errors import LaunchError
+    from ..train.processes import read_launch
+
+    launch = read_launch(run_dir) if run_dir.is_dir() else None
+    if launch is None:
+        return num_processes, sync_stats
+    if num_processes is not None and num_processes != launch["num_processes"]:
+        raise LaunchError(f"--num-processes {num_processes}: {run_dir} was trained on {launch['num_processes']} "
+                          "process(es) and resumes on them (other batches would give other numbers); drop "
+                          "--num-processes")
+    if sync_stats is not None and sync_stats != launch["sync_stats"]:
+        flag = "--sync-stats" if sync_stats else "--no-sync-stats"
+        raise LaunchError(f"{flag}: {run_dir} was trained with{'out' if sync_stats else ''} synchronised "
+                          f"statistics and resumes so; drop {flag}")
+    return launch["num_processes"], launch["sync_stats"]

@@ -1,0 +1,178 @@
+"""Typed parsing of recipes: YAML read as people write numbers, every key and type checked against
+the schema (all problems of a mapping reported together), overrides by dotted key.
+
+Part of the configuration leaf: standard library, PyYAML and the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from typing import Any, Literal
+
+import yaml
+
+from ..errors import RecipeError
+from .schema import LENGTH_KEYS, Recipe, quote
+
+__all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override"]
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as people write them: ``5e-4`` and ``1E5`` are floats
+    (YAML 1.2's rule; YAML 1.1 wants a dot, ``5.0e-4``, and reads the rest as strings)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    """Parse recipe YAML (see :class:`RecipeLoader`)."""
+    return yaml.load(text, Loader=RecipeLoader)
+
+
+# --- typed parsing ---------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if float in args:  # an integer is a number: "a number", not "an integer or a number"
+            args = tuple(a for a in args if a is not int)
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key} must be a mapping, got {quote(value)}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, key)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {quote(value)}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise RecipeError(f"{key} must be a finite number, got {quote(value)}")
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    """``cls(**raw)`` with every key checked; all problems of ``raw`` are reported together."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = []
+    for key in raw:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            hint = _did_you_mean(str(key), list(fields)) or f" (known in {prefix or 'the top level'}: " \
+                f"{', '.join(fields)})"
+            problems.append(f"unknown key '{where}'{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            try:
+                kwargs[name] = _coerce(hints[name], raw[name], where)
+            except RecipeError as e:
+                problems.append(str(e))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"missing required key '{where}'")
+    if problems:
+        raise RecipeError("; ".join(problems))
+    return cls(**kwargs)
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
+    """Build a :class:`Recipe` from a mapping; errors name ``source`` and every bad key."""
+    if raw is None:
+        raise RecipeError(f"{source}: the recipe is empty")
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return _build(Recipe, raw, "")
+    except RecipeError as e:
+        raise RecipeError(f"{source}: {e}") from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain data (what ``config.yaml`` holds); ``parse_recipe`` inverts it."""
+    return dataclasses.asdict(recipe)
+
+
+def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = None) -> Recipe:
+    """A copy of ``recipe`` with the dotted ``key`` set to ``value``.
+
+    Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); the new value is
+    type-checked like the file's. Errors name ``source`` (default ``override key``).
+    """
+    source = source or f"override {key}"
+    raw = recipe_to_dict(recipe)
+    node, parts = raw, key.split(".")
+    cls: Any = Recipe
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        if part not in names:
+            where = ".".join(parts[: i + 1])
+            hint = _did_you_mean(part, names) or (f" (known: {', '.join(names)})" if names else "")
+            raise RecipeError(f"{source}: unknown key '{where}'{hint}")
+        if i < len(parts) - 1:
+            cls = typing.get_type_hints(cls)[part]
+            node = node[part]
+    if isinstance(value, str):
+        try:
+            value = read_yaml(value) if value.strip() else value
+        except yaml.YAMLError:
+            pass
+    node[parts[-1]] = value
+    if parts[:-1] == ["train"] and parts[-1] in LENGTH_KEYS and value is not None:
+        for other in (*LENGTH_KEYS, "step_seconds"):  # a new length replaces the recipe's (epochs by budget, ...)
+            if other != parts[-1]:
+                node[other] = None
+    return parse_recipe(raw, source)
