@@ -294,8 +294,8 @@ def main() -> None:
                 settings = dict(settings)
                 wide = settings.pop("model.deconv.wide_block", None)
                 model = build(name, "deconv", {**overrides, **settings}, dev)
-                models[label] = (narrow_wide_layers(model, int(wide)) if wide else model,
-                                 int(settings.get("model.deconv.update_every", 1)))
+                model = narrow_wide_layers(model, int(wide)) if wide else model
+                models[label] = (model, max((getattr(m, "update_every", 1) for m in model.modules()), default=1))
             samples = paired_median_seconds([_cycles(train_step(m, x, y, sync), k) for m, k in models.values()],
                                             args.repeat)
             steps = [t / k for t, (_, k) in zip(samples, models.values())]

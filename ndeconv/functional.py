@@ -265,7 +265,7 @@ def isqrt_newton_schulz_warm(cov: Tensor, init: Tensor, n_iter: int) -> Tensor:
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}")
-    init = init.detach()
+    init = init.detach().clone()  # a buffer the caller may update in place before the backward
     a = init @ cov @ init.transpose(-1, -2)
     f = a.shape[-1]
     mean_eig = a.diagonal(dim1=-2, dim2=-1).sum(-1) / f

@@ -196,12 +196,13 @@ def test_warm_start_continues_from_the_layers_own_last_d():
     first = _x(g, 0)
     out0 = layer(first).detach().numpy()  # nothing to start from yet: the cold iteration
     np.testing.assert_allclose(out0, _ref(g, layer, first.numpy(), "none")[0], rtol=1e-7, atol=1e-9)
-    inits, x = [d for _, d in _running(layer, "last")], _x(g, 1)
-    with torch.no_grad():
-        out = layer(x).numpy()
-    ref, stats = _ref(g, layer, x.numpy(), "none", warm=(inits, 2))
+    inits, x = [d for _, d in _running(layer, "last")], _x(g, 1).requires_grad_()
+    y = layer(x)
+    out = y.detach().numpy()
+    ref, stats = _ref(g, layer, x.detach().numpy(), "none", warm=(inits, 2))
     np.testing.assert_allclose(out, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
-    cold, _ = _ref(g, layer, x.numpy(), "none")
+    y.sum().backward()  # the step's own D survives the update of the buffer it started from
+    cold, _ = _ref(g, layer, x.detach().numpy(), "none")
     assert not np.allclose(out, cold, rtol=1e-3)  # a different whitening matrix than the cold start's
 
 

@@ -234,3 +234,14 @@ def test_eval_refolds_after_training_that_updates_data_in_place():
         fresh = layer.fused()(x)
     torch.testing.assert_close(after, fresh, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(after, before)
+
+
+def test_a_reuse_steps_graph_survives_the_next_update():
+    """Two forwards before one backward (gradient accumulation): the reuse step's estimate is its own
+    copy, not the buffer the next update overwrites in place."""
+    layer = _layer(update_every=2)
+    x = _batches(1)[0].requires_grad_()
+    layer(x).sum().backward()  # an update
+    reused, updated = layer(x), layer(x * 2)
+    (reused.sum() + updated.sum()).backward()
+    assert torch.isfinite(x.grad).all()

@@ -268,8 +268,9 @@ class WhiteningState:
         if not (self._take_step() if use_batch is None else use_batch):
             if not self.whiten:
                 return None, None
-            mean, deconv = (self.last_mean, self.last_deconv) if between and hasattr(self, "last_deconv") \
-                else self._running_whitening()
+            if between and hasattr(self, "last_deconv"):  # copies: the next update changes them in place
+                return self.last_mean.to(dtype).clone(), self.last_deconv.to(dtype).clone()
+            mean, deconv = self._running_whitening()
             return mean.to(dtype), deconv.to(dtype)
         if not self.whiten:
             self.num_batches_tracked.add_(1)
