@@ -18,7 +18,6 @@ from fastai.optimizer import SGD, Adam, OptimWrapper
 from fastcore.basics import noop
 from torch import nn
 
-from ..layers import PatchWhitening
 from ..recipe import Recipe
 from ..tasks import Task, resolve_task
 from .averaging import LookaheadCallback
@@ -31,8 +30,9 @@ from .tracking import check_trackers
 __all__ = ["process_state", "make_accelerator", "build_learner", "run_epochs", "run_steps", "fit_recipe",
            "shift_splitter"]
 
-#: Normalisation layers whose shift ``optim.norm_lr_scale`` applies to.
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, PatchWhitening)
+#: Normalisation layers whose shift ``optim.norm_lr_scale`` applies to (not a patch-whitening
+#: stem's bias: the published recipe trains it at the base rate).
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -63,8 +63,8 @@ def make_accelerator(precision: str, cpu: bool | None = None, log_with: list[str
 
 
 def shift_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Two parameter groups: everything, and the shifts (biases) of the normalisation layers and of
-    a patch-whitening stem, which ``optim.norm_lr_scale`` trains at a scaled rate."""
+    """Two parameter groups: everything, and the shifts (biases) of the normalisation layers, which
+    ``optim.norm_lr_scale`` trains at a scaled rate."""
     shifts = {id(m.bias) for m in model.modules() if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
     params = list(model.parameters())
     return [[p for p in params if id(p) not in shifts], [p for p in params if id(p) in shifts]]
