@@ -10,36 +10,12 @@ from pathlib import Path
 
 from torch import nn
 
-from .errors import HubError, RunDirError
-from .fuse import fuse as fuse_model
+from .errors import HubError, RunDirError, first_line
 from .recipe import Recipe
-from .rundir import (LOCAL_ONLY, RESULTS, is_finished, load_run_model, load_run_recipe)
+from .rundir import HF_PREFIX, LOCAL_ONLY, RESULTS, is_finished, load_run_recipe, load_trained, resolve_run_dir
 from .tta import TTA
 
 __all__ = ["HF_PREFIX", "load", "push", "resolve_run_dir"]
-
-HF_PREFIX = "hf-hub:"
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def resolve_run_dir(source: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A local run directory for ``source``: the path itself, or the hub snapshot of ``hf-hub:REPO_ID``
-    (downloaded with ``huggingface_hub.snapshot_download``; offline, the local cache is used)."""
-    text = str(source)
-    if not text.startswith(HF_PREFIX):
-        return Path(source)
-    repo_id = text[len(HF_PREFIX):]
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=cache_dir))
-    except Exception as e:  # offline, unknown repository, no network: all one line for the user
-        raise HubError(f"{text}: cannot get it from the Hugging Face hub ({_one_line(e)})") from None
-
 
 def _pretrained_cfg(model: nn.Module, recipe: Recipe) -> dict:
     d = recipe.data
@@ -60,14 +36,10 @@ def load(source: str | Path, *, fuse: bool = False, tta: bool | None = None,
     says what it expects as input (size, mean, std) and how many classes it predicts, as for a
     timm model.
     """
-    model, recipe = load_run_model(resolve_run_dir(source, cache_dir))
-    cfg = _pretrained_cfg(model, recipe)
-    if fuse:
-        model = fuse_model(model)
-    if recipe.train.tta if tta is None else tta:
-        model = TTA(model)
-    model.pretrained_cfg = model.default_cfg = cfg
-    return model.eval()
+    model, recipe, _ = load_trained(source, fuse=fuse, tta=tta, cache_dir=cache_dir)
+    base = model.model if isinstance(model, TTA) else model
+    model.pretrained_cfg = model.default_cfg = _pretrained_cfg(base, recipe)
+    return model
 
 
 def push(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
@@ -82,8 +54,10 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        message = f"ndeconv: {recipe.model.name} ({recipe.model.norm}) on {recipe.name}"
         commit = api.upload_folder(folder_path=run_dir, repo_id=repo_id, ignore_patterns=list(LOCAL_ONLY),
-                                   commit_message=f"ndeconv: {recipe.model.name} ({recipe.model.norm}) on {recipe.name}")
+                                   commit_message=message)
     except Exception as e:  # no network, no token, refused: one line
-        raise HubError(f"{repo_id}: cannot upload to the Hugging Face hub ({_one_line(e)})") from None
+        why = f"{type(e).__name__}: {first_line(e, 300)}"
+        raise HubError(f"{repo_id}: cannot upload to the Hugging Face hub ({why})") from None
     return str(getattr(commit, "commit_url", commit))

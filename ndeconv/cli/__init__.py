@@ -1,5 +1,6 @@
 """The ``ndeconv`` command line (Typer), one module per command: ``train``, ``compare``, ``viz``,
-``export``, ``push``, ``models`` and ``recipes``, and the multi-process launcher (``launch``).
+``evaluate`` and ``predict``, ``export``, ``push``, ``models`` and ``recipes``, and the
+multi-process launcher (``launch``).
 
 Bad input (recipe, data, run directory, unsupported layer) ends with one ``error: ...`` line on
 stderr and exit status 2, never a traceback (:mod:`ndeconv.cli.common`). The commands import what
@@ -8,11 +9,11 @@ they run when they run it, so ``--help`` is quick.
 
 from __future__ import annotations
 
-from . import compare, export, listing, push, train, viz
+from . import compare, evaluate, export, listing, push, train, viz
 from .app import app
 from .common import INTERRUPTED, err_console
 
-__all__ = ["app", "main", "compare", "export", "listing", "push", "train", "viz"]
+__all__ = ["app", "main", "compare", "evaluate", "export", "listing", "push", "train", "viz"]
 
 
 def main() -> None:

@@ -168,4 +168,6 @@ def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
     train.rng.seed(t.seed)
     if recipe.augment.flip == "alternate":
         train.flip_mask = torch.rand(len(train.dataset), generator=torch.Generator().manual_seed(t.seed)) < 0.5
-    return DataLoaders(train, valid, device=device)
+    dls = DataLoaders(train, valid, device=device)
+    dls.class_names = splits.class_names
+    return dls

@@ -30,6 +30,7 @@ class Splits:
     image_column: str
     label_column: str
     key: str  # identifies the source's content, for caches
+    class_names: list[str] | None = None  # the labels' names, where the source has them
 
     def describe(self) -> str:
         return f"{len(self.train)} train / {len(self.valid)} valid images"
@@ -143,11 +144,14 @@ def load_splits(spec: DataSpec, source: str = "data") -> Splits:
         image_col, label_col, key, origin = spec.image_column, spec.label_column, f"hub-{spec.hub_id}", spec.hub_id
     check_splits(ds, spec, (image_col, label_col), origin)
     train, valid = ds[spec.train_split], ds[spec.valid_split]
+    names = getattr(train.features.get(label_col), "names", None)
+    if names is not None and spec.classes is not None:
+        names = [names[c] for c in spec.classes] if max(spec.classes) < len(names) else None
     if spec.classes is not None:
         train, valid = (select_classes(split, label_col, spec.classes) for split in (train, valid))
         key = f"{key}:classes={','.join(map(str, spec.classes))}"
     key = hashlib.sha1(f"{key}:{spec.train_split}:{spec.valid_split}:{image_col}:{label_col}".encode()).hexdigest()[:16]
-    return Splits(train, valid, image_col, label_col, key)
+    return Splits(train, valid, image_col, label_col, key, names)
 
 
 def select_classes(split: datasets.Dataset, label_column: str, classes: list[int]) -> datasets.Dataset:

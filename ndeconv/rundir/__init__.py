@@ -9,10 +9,12 @@ Accelerate, so loading a trained model (``ndeconv.load``) needs neither.
 from .layout import (CARD, CHECKPOINT, CONFIG, LAUNCH, LOCAL_ONLY, LOCK, LOG_DIR, METRICS, RESULTS, WEIGHTS,
                      WRITING_ORDER, RunResults, is_finished, load_run_recipe, read_metrics, read_results,
                      rows_to_csv)
-from .model import build_model, load_pretrained, load_run_model, read_pretrained
+from .model import build_model, load_pretrained, load_run_model, load_trained, read_pretrained
+from .source import HF_PREFIX, resolve_run_dir
 
 __all__ = [
     "CARD", "CHECKPOINT", "CONFIG", "LAUNCH", "LOCAL_ONLY", "LOCK", "LOG_DIR", "METRICS", "RESULTS", "WEIGHTS",
     "WRITING_ORDER", "RunResults", "is_finished", "load_run_recipe", "read_metrics", "read_results", "rows_to_csv",
-    "build_model", "load_run_model", "read_pretrained", "load_pretrained",
+    "build_model", "load_run_model", "load_trained", "read_pretrained", "load_pretrained",
+    "HF_PREFIX", "resolve_run_dir",
 ]

@@ -64,6 +64,7 @@ class RunResults(TypedDict, total=False):
     step_seconds: float | None
     params: int
     train_images: int | None
+    classes: list[str] | None  # the labels' names, where the data had them
     world_size: int
     precision: str
     sync_stats: bool

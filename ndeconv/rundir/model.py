@@ -18,12 +18,15 @@ from torch import Tensor, nn
 from ..convert import deconvolve
 from ..errors import RecipeError, RunDirError, first_line
 from ..freeze import freeze
+from ..fuse import fuse as fuse_model
 from ..init import initialize
 from ..recipe import Recipe
 from ..tasks import Task, resolve_task
+from ..tta import TTA
 from .layout import CHECKPOINT, CONFIG, WEIGHTS, load_run_recipe
+from .source import resolve_run_dir
 
-__all__ = ["build_model", "load_run_model", "read_pretrained", "load_pretrained"]
+__all__ = ["build_model", "load_run_model", "load_trained", "read_pretrained", "load_pretrained"]
 
 
 def build_model(recipe: Recipe, task: Task | None = None, *, pretrained: bool = False,
@@ -110,3 +113,17 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Recipe]:
     except (RuntimeError, KeyError) as e:
         raise RunDirError(f"{weights}: does not match the model in {CONFIG} ({first_line(e, 300)})") from None
     return model.eval(), recipe
+
+
+def load_trained(source: str | Path, *, fuse: bool = False, tta: bool | None = None,
+                 cache_dir: str | Path | None = None) -> tuple[nn.Module, Recipe, Path]:
+    """A run's trained model in eval mode as it will be used (fused into plain convs with ``fuse``,
+    wrapped in test-time augmentation with ``tta``; ``None``: as the run validated), its recipe and
+    its local directory; ``source`` is a run directory or ``hf-hub:REPO_ID``."""
+    run_dir = resolve_run_dir(source, cache_dir)
+    model, recipe = load_run_model(run_dir)
+    if fuse:
+        model = fuse_model(model)
+    if recipe.train.tta if tta is None else tta:
+        model = TTA(model)
+    return model.eval(), recipe, run_dir

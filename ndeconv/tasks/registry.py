@@ -41,6 +41,7 @@ class Task:
     before initialisation and conversion, ``dataloaders(recipe)`` fastai ``DataLoaders``,
     ``loss(recipe)`` the loss module, ``metrics(recipe)`` fastai metrics (the headline one first),
     ``accepts_model(name)`` whether a model name can be built at all (checked before training).
+    ``dense`` tasks predict a class per pixel: evaluation counts pixels and prediction writes masks.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Task:
     metrics: Callable[[Recipe], list]
     accepts_model: Callable[[str], bool]
     builtins: tuple[str, ...] = ()
+    dense: bool = False
 
 
 _TASKS: dict[str, Task] = {}

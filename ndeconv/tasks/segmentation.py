@@ -52,4 +52,4 @@ register_task(Task(
     name="segmentation", metric="miou", metric_label="mean IoU", card_metric="mean IoU",
     hub_tag="image-segmentation", hub_name="Image Segmentation", build_model=_segmenter,
     dataloaders=_segmentation_loaders, loss=_pixel_cross_entropy, metrics=_segmentation_metrics,
-    accepts_model=_is_segmentation_model, builtins=("digit_canvas",)))
+    accepts_model=_is_segmentation_model, builtins=("digit_canvas",), dense=True))

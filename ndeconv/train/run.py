@@ -63,6 +63,7 @@ def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerat
         "budget": recipe.train.budget, "steps": recipe.train.steps, "step_seconds": recipe.train.step_seconds,
         "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
+        "classes": getattr(dls, "class_names", None),
         "world_size": accelerator.num_processes, "precision": recipe.train.precision,
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
         "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
