@@ -1,7 +1,7 @@
 """ndeconv: network deconvolution (Ye et al., ICLR 2020) for timm, fastai and Accelerate.
 
 The public API. Imports the math, the layers, the conversion and the models; ``load`` and
-``push`` on first use; never the training stack (see README, "Layout").
+``push`` on first use; never the training stack (see docs/layout.md).
 """
 
 from . import functional, models

@@ -41,6 +41,7 @@ def test_train_writes_a_complete_run_directory(tiny_recipe, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert (results["model"], results["norm"], results["epochs"]) == ("convnet3", "deconv", 2)
     assert results["accuracy"] > 1.5 / CLASSES  # well above chance
+    assert "accuracy (%)" in result.output and f"{100 * results['accuracy']:.2f}" in result.output  # as the docs
     rows = read_metrics(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "accuracy", "seconds", "train_seconds"]

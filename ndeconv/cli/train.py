@@ -15,11 +15,11 @@ from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_consol
 
 
 def summary_table(run_dir: Path, results: dict) -> Table:
-    """The one-row table printed after a run."""
+    """The one-row table printed after a run (the score as a percentage, as the docs give it)."""
     table = Table(title=f"{results['recipe']}: {results['model']} ({results['norm']})")
     score = results.get("score", "accuracy")
     length = f"{results['steps']} steps" if results.get("budget") is not None else str(results["epochs"])
-    columns = {score: f"{results[score]:.4f}", "epochs": length,
+    columns = {f"{score} (%)": f"{100 * results[score]:.2f}", "epochs": length,
                "seconds": f"{results['seconds']:.1f}", "params (M)": f"{results['params'] / 1e6:.3f}",
                "precision": results["precision"], "processes": str(results["world_size"])}
     for name in columns:

@@ -50,20 +50,35 @@ class DeconvConfig:
     """
 
     block: int = 64
+    """Channels whitened together in a conv layer's patches (``block x k x k`` covariances)."""
     block_fc: int = 512
+    """Features whitened together in the classifier (``Delinear``); 0 keeps it a plain ``Linear``."""
     sampling_stride: int = 3
+    """Statistics from every n-th output position along each axis."""
     n_iter: int = 5
+    """Newton-Schulz steps for the inverse square root of the covariance."""
     eps: float = 1e-5
+    """Added to the covariance's diagonal (and to variances)."""
     stem_n_iter: int | None = None
+    """The first conv's Newton-Schulz steps (``null``: the architecture's own, else ``n_iter``)."""
     stem_freeze_iter: int | None = None
+    """Steps after which the first conv keeps its running estimate (``null``: the architecture's, else never)."""
     stats_grad: bool = True
+    """Gradient through the batch's mean and whitening matrix (``false``: constants in backward)."""
     max_samples: int | None = None
+    """At most this many samples (evenly spaced) for the statistics."""
     whiten_depthwise: bool = False
+    """Also whiten depthwise convs."""
     update_every: int = 1
+    """Recompute the statistics on every k-th training step; the last update whitens in between."""
     scale: Literal["none", "sample", "channel"] = "none"
+    """``channel`` or ``sample``: standardise each layer's input first (invariant to its scale on every step)."""
     whiten_every: int = 1
+    """Whiten the stem, the classifier and every n-th conv only; the others standardise (needs ``scale``)."""
     warm_start: int = 0
+    """On an update step, the whitening from the last one in this many Newton-Schulz steps (0: from the identity)."""
     preset: Literal["paper", "fast"] | None = None
+    """A named bundle of these settings: ``paper`` (the defaults) or ``fast``."""
 
     def __post_init__(self) -> None:
         if self.preset is None:

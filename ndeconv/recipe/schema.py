@@ -45,22 +45,39 @@ class DataSpec:
     """
 
     num_classes: int
+    """Classes the model predicts (after ``classes``, their count)."""
     image_size: int
+    """Side of the square images the model sees (the training crop for segmentation)."""
     mean: list[float]
+    """Per-channel mean the images are normalised with (of pixel values in [0, 1])."""
     std: list[float]
+    """Per-channel standard deviation the images are normalised with."""
     channels: int = 3
+    """Image channels: 3 (RGB) or 1 (grey)."""
     hub_id: str | None = None
+    """A Hugging Face dataset id (``datasets.load_dataset``), used when neither ``path`` nor ``builtin`` is given."""
     path: str | None = None
-    builtin: str | None = None  # an embedded dataset of the recipe's task (ndeconv.tasks)
+    """A local directory of ``train*.parquet``/``test*.parquet`` files, or an image folder (``train/<class>/...``)."""
+    builtin: str | None = None
+    """An embedded dataset of the recipe's task: ``digits`` (classification), ``digit_canvas`` (segmentation)."""
     train_split: str = "train"
+    """Name of the training split."""
     valid_split: str = "test"
+    """Name of the split every epoch is validated on."""
     image_column: str = "image"
+    """Column holding the images."""
     label_column: str = "label"
+    """Column holding the class labels (integers)."""
     resize: int | None = None
+    """Shorter side images are decoded to before cropping (segmentation); ``null``: ``image_size``."""
     cache: bool = True
+    """Decode each split once into an on-disk uint8 cache (``$NDECONV_CACHE``); ``false``: decode per item."""
     classes: list[int] | None = None
+    """Keep the examples of these labels only, renumbered 0, 1, ... in the order given."""
     mask_column: str = "mask"
+    """Column holding the segmentation masks (class ids per pixel)."""
     ignore_index: int = 255
+    """Mask value of unlabelled pixels (counted in neither loss nor metrics)."""
 
 
 @dataclass
@@ -84,14 +101,23 @@ class ModelSpec:
     """
 
     name: str
+    """A timm model name (``ndeconv models``: the paper's CIFAR models); segmentation: ``torchvision:<model>``."""
     norm: Norm = "deconv"
+    """``deconv``: network deconvolution (BatchNorm removed); ``bn``: the model as built."""
     init: Init = "pytorch"
+    """``pytorch``: PyTorch's default initialisation of every layer (the paper's); ``model``: the model's own."""
     drop_rate: float = 0.0
+    """Dropout before the classifier."""
     feature_level: int = -1
+    """Segmentation with a timm backbone: which of its feature maps feeds the FCN head."""
     deconv: DeconvConfig = field(default_factory=DeconvConfig)
+    """The deconvolution's settings (``model.deconv.*``, below), the arguments of ``ndeconv.deconvolve``."""
     pretrained: str | None = None
+    """A BN model's weights to start from: a timm checkpoint, a safetensors file or a finished run directory."""
     calibrate: int = 0
+    """Convert with the model's function kept, calibrated on this many training images (0: a plain conversion)."""
     freeze: bool = False
+    """Deconvolution layers whiten with their running estimates in training too (``ndeconv.freeze``)."""
 
 
 @dataclass
@@ -100,7 +126,7 @@ class OptimSpec:
 
     ``nesterov`` uses Nesterov momentum (``torch.optim.SGD``); ``label_smoothing`` the
     label-smoothed cross-entropy; ``norm_lr_scale`` multiplies the learning rate of the shifts of
-    the normalisation layers (and of a patch-whitening stem) and divides their weight decay, so
+    the normalisation layers and divides their weight decay, so
     the decay per step stays the same. ``schedule: piecewise_linear`` follows ``lr_points``, pairs
     of (fraction of training, factor of ``lr``) from 0 to 1. ``lookahead_every = n`` pulls the
     weights to an exponential average of themselves every n steps and sets them to it (weight
@@ -109,17 +135,29 @@ class OptimSpec:
     """
 
     lr: float
+    """Peak learning rate."""
     name: Optimizer = "sgd"
+    """``sgd`` (classic momentum, L2 weight decay on every parameter) or ``adamw``."""
     momentum: float = 0.9
+    """Momentum (AdamW: beta1)."""
     weight_decay: float = 5e-4
+    """Weight decay (SGD: L2 added to the gradient; AdamW: decoupled)."""
     schedule: Schedule = "cosine"
+    """``cosine`` to 0, ``one_cycle``, ``constant``, or ``piecewise_linear`` through ``lr_points``."""
     nesterov: bool = False
+    """Nesterov momentum (``torch.optim.SGD`` through fastai's ``OptimWrapper``)."""
     label_smoothing: float = 0.0
+    """Label-smoothed cross-entropy (fastai's ``LabelSmoothingCrossEntropyFlat``) with this epsilon."""
     norm_lr_scale: float = 1.0
+    """Learning-rate factor of the shifts of the norm layers (their decay divided by it)."""
     lr_points: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0], [1.0, 1.0]])
+    """``piecewise_linear``: [fraction of training, factor of ``lr``] pairs, fractions rising from 0 to 1."""
     lookahead_every: int = 0
+    """Every n steps, pull the weights to their exponential average and set them to it (0: off)."""
     lookahead_decay: float = 0.95
+    """Per-step decay of the average (raised to ``lookahead_every``)."""
     lookahead_power: float = 3.0
+    """The average's weight grows as ``(step / steps)`` to this power."""
 
 
 @dataclass
@@ -137,16 +175,27 @@ class TrainSpec:
     """
 
     batch_size: int
+    """Images per step and process."""
     epochs: int | float | None = None
+    """Epochs to train; a fraction ends within the last epoch (``9.9``). Exclusive with ``budget``."""
     budget: str | float | None = None
+    """Training time instead of epochs: ``90s``, ``10m``, ``1h`` (validation not counted)."""
     steps: int | None = None
+    """Optimizer steps to train; a budgeted run records the steps its calibration fixed here."""
     step_seconds: float | None = None
+    """The step time a budgeted run measured (recorded, for the record)."""
     precision: Precision = "fp32"
+    """``fp32``, or mixed precision ``bf16``/``fp16`` (Accelerate's autocast)."""
     seed: int = 0
+    """Seed of the model, the data order and the augmentation."""
     limit_train: int | None = None
+    """Train on a fixed random subset of this many training examples."""
     num_workers: int = 0
+    """Data-loading worker processes (uncached data)."""
     log_with: list[str] = field(default_factory=list)
+    """Accelerate trackers to log to (``tensorboard``, ``trackio``, ``wandb``, ...)."""
     tta: bool = False
+    """Validate with test-time augmentation (mirror and one-pixel translations); ``accuracy_no_tta`` beside."""
 
 
 @dataclass
@@ -160,11 +209,17 @@ class AugmentSpec:
     every other epoch (every image is seen both ways in any two epochs)."""
 
     crop_padding: int = 0
+    """Pad by this many pixels, then cut a random window of the original size (a random translation)."""
     flip: bool | Literal["alternate"] = False
+    """Mirror at random (``true``), or each image at random once and the whole set every other epoch (``alternate``)."""
     padding_mode: Literal["zeros", "reflect"] = "zeros"
+    """What the crop pads with: ``zeros`` or ``reflect``."""
     random_resized_crop: bool = False
+    """Random resized crop (ImageNet style) instead of the padded crop."""
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    """Area range of the random resized crop."""
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Segmentation: range of the random resize factor before the crop."""
 
 
 @dataclass
@@ -172,12 +227,19 @@ class Recipe:
     """A complete training configuration."""
 
     name: str
+    """The recipe's name (run directories and tables use it)."""
     data: DataSpec
+    """Where the images come from and what they look like."""
     model: ModelSpec
+    """The model and how it is normalised."""
     optim: OptimSpec
+    """Optimizer, loss and learning-rate schedule."""
     train: TrainSpec
+    """Length, batch size, precision, seed."""
     augment: AugmentSpec = field(default_factory=AugmentSpec)
-    task: str = "classification"  # a registered task (ndeconv.tasks)
+    """Training augmentation."""
+    task: str = "classification"
+    """A registered task: ``classification`` or ``segmentation``."""
 
     def __post_init__(self) -> None:
         _check_values(self)
