@@ -61,7 +61,7 @@ def test_the_api_page_has_every_public_name():
 
 def build_site(root: Path, out: Path) -> subprocess.CompletedProcess:
     """``mkdocs build --strict`` of the site under ``root`` into ``out``."""
-    return subprocess.run([str(Path(sys.executable).with_name("mkdocs")), "build", "--strict", "-d", str(out)],
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
                           cwd=root, capture_output=True, text=True, timeout=600)
 
 
