@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import DataError, RunDirError
-from .outputs import atomic_write
+from .outputs import pyplot, save_figure
 from .recipe import Recipe
 from .rundir import is_finished, load_trained, read_results, resolve_run_dir
 from .tasks import resolve_task
@@ -58,9 +58,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                         f"({', '.join(results['classes'][:5])}...)")
     from .segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
 
-    loss_fn, classes = task.loss(recipe), d.num_classes
-    dense = task.dense
-    ignore = d.ignore_index if dense else -1
+    loss_fn, classes, dense = task.loss(recipe), d.num_classes, task.dense
+    ignore, with_top5 = (d.ignore_index, False) if dense else (-1, classes >= 100)
     total_loss, count, top5 = 0.0, 0, 0
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     batches = progress(dls.valid) if progress else dls.valid
@@ -70,7 +69,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
             total_loss += float(loss_fn(logits, y)) * len(y)
             count += len(y)
             confusion += confusion_matrix(logits.argmax(1), y, classes, ignore)
-            if classes >= 100 and not dense:
+            if with_top5:
                 top5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
     cm = confusion.double()
     source = str(data_spec.path or d.builtin or d.hub_id)
@@ -83,7 +82,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         per_class = cm.diagonal() / cm.sum(1).clamp(min=1)
         evaluation.update(accuracy=pixel_accuracy(confusion),  # correct over all: top-1 accuracy here
                           per_class_accuracy=per_class.tolist() if classes <= 20 else None)
-        if classes >= 100:
+        if with_top5:
             evaluation["top5"] = top5 / count
     return evaluation
 
@@ -91,16 +90,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
 def plot_confusion(evaluation: dict, path: Path) -> Path:
     """The confusion matrix of an evaluation as a PNG, rows the true class, columns the prediction,
     each row as the share of its class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cm = torch.tensor(evaluation["confusion"], dtype=torch.float64)
     shares = cm / cm.sum(1, keepdim=True).clamp(min=1)
     names = evaluation["classes"]
     size = max(4.0, 0.45 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = pyplot().subplots(figsize=(size, size))
     ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
     if len(names) <= 30:
         ax.set_xticks(range(len(names)), names, rotation=90)
@@ -108,10 +102,7 @@ def plot_confusion(evaluation: dict, path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{Path(evaluation['run']).name}: {evaluation['split']}, {evaluation['images']} images", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def image_files(paths: Iterable[str | Path]) -> Iterator[Path]:

@@ -87,6 +87,29 @@ def check_writable(path: str | os.PathLike, directory: bool = False) -> Path:
     return path
 
 
+
+def pyplot():
+    """matplotlib's ``pyplot`` on the Agg backend: figures are drawn for files, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110, tight: bool = True, crop: bool = False) -> Path:
+    """Write a matplotlib figure to ``path`` as a PNG, atomically, and close it: laid out first
+    (``tight``), trimmed to what it draws (``crop``)."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    extra = {"bbox_inches": "tight"} if crop else {}
+    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, **extra))
+    plt.close(fig)
+    return written
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

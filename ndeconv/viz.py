@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .outputs import atomic_write
+from .outputs import pyplot, save_figure
 
 __all__ = [
     "sample_images", "patch_stats", "centre_rows", "deconv_kernels", "deconvolve_images", "run_kernels", "linear_experiment",
@@ -88,21 +88,9 @@ def run_kernels(run_dir: str | Path) -> Tensor:
 
 
 def _figure(rows: int, cols: int, size: float = 2.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     return plt, fig, axes
-
-
-def _save(plt, fig, path: str | Path, tight: bool = True) -> Path:
-    if tight:
-        fig.tight_layout()
-    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
-    plt.close(fig)
-    return written
 
 
 def plot_kernels(kernels: Tensor, path: str | Path, title: str) -> Path:
@@ -119,7 +107,7 @@ def plot_kernels(kernels: Tensor, path: str | Path, title: str) -> Path:
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{names[i]} <- {names[j]}", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=80, crop=True)
 
 
 def plot_correlation(images: Tensor, path: str | Path, k: int = 3, eps: float = 1e-5) -> Path:
@@ -139,7 +127,7 @@ def plot_correlation(images: Tensor, path: str | Path, k: int = 3, eps: float = 
         ax.set_xlabel(f"{k}x{k} patch value (channel, row, col)", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    return _save(plt, fig, path, tight=False)
+    return save_figure(fig, path, dpi=80, tight=False, crop=True)
 
 
 def plot_sparsity(images: Tensor, path: str | Path, k: int = 5, eps: float = 1e-5) -> Path:
@@ -164,7 +152,7 @@ def plot_sparsity(images: Tensor, path: str | Path, k: int = 5, eps: float = 1e-
     ax.set_xlabel("value / std")
     ax.set_title("value density (log)", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=80, crop=True)
 
 
 def _digits_28() -> tuple[Tensor, Tensor]:
@@ -237,7 +225,7 @@ def plot_linear(losses: dict[str, tuple[float, list[float]]], path: str | Path) 
     ax.set_ylabel("training loss")
     ax.set_title("linear classifier, 28x28 digits", fontsize=10)
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=80, crop=True)
 
 
 def plot_segmentation(runs: dict[str, Path], path: str | Path, n: int = 4) -> Path:
@@ -272,4 +260,4 @@ def plot_segmentation(runs: dict[str, Path], path: str | Path, n: int = 4) -> Pa
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=10)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=80, crop=True)

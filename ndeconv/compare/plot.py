@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..outputs import atomic_write
+from ..outputs import pyplot, save_figure
 from ..recipe import parse_budget
 from .grid import LABEL, NORMS, Cell
 from .rows import _by_time, _metric, accuracy_curve, equal_time_rows
@@ -38,11 +38,9 @@ def _plotted(cells: list[Cell]) -> dict[str, list[Cell]]:
 def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
     """Validation accuracy (segmentation: mean IoU) per epoch (top) and per training second, validation
     left out (bottom), BN (dashed) vs ND (solid), one column per model (see :func:`_plotted`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     metric, label = _metric(cells)
     shown = _plotted(cells)
@@ -68,7 +66,5 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
             ax.grid(alpha=0.3)
             ax.legend()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
     return path
