@@ -8,7 +8,8 @@ converted without it, and deconvolution from scratch, at equal training time.
 Pretrains the model with BN on CIFAR-10's six animal classes (all their training images, a time
 budget, seed 0), then fine-tunes it on the four vehicle classes for each budget: BN as it is;
 deconvolution converted with the BN model's function kept (``model.calibrate``, calibrated on
-that many vehicle images); converted as ``deconvolve`` does without calibration (BN's statistics
+that many vehicle images), then fine-tuned with batch statistics or frozen (``model.freeze``: the
+running estimates in training too, so training computes the function eval does); converted as ``deconvolve`` does without calibration (BN's statistics
 and affines dropped); and deconvolution from scratch at the paper's rate. One run at a time,
 each reused or resumed if it exists; prints the vehicle test accuracy of each and the goal: the
 calibrated fine-tune ahead of BN's at every budget and far ahead of the plain conversion's. Run
@@ -55,6 +56,8 @@ def main() -> None:
     variants = {
         "BN fine-tuned": {**start, "model.norm": "bn"},
         "ND, function kept": {**start, "model.norm": "deconv", "model.calibrate": args.calibrate},
+        "ND, function kept, frozen": {**start, "model.norm": "deconv", "model.calibrate": args.calibrate,
+                                      "model.freeze": True},
         "ND, plain conversion": {**start, "model.norm": "deconv"},
         "ND from scratch": {"model.norm": "deconv", "optim.lr": args.scratch_lr},
     }

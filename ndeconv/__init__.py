@@ -5,7 +5,7 @@ The public API. Imports the math, the layers, the conversion and the models; ``l
 """
 
 from . import functional, models
-from .convert import ConversionReport, UnsupportedLayerError, deconvolve, stem_settings
+from .convert import ConversionReport, UnsupportedLayerError, convert_norm, deconvolve, stem_settings
 from .distributed import sync_deconv_stats
 from .errors import NdeconvError
 from .freeze import freeze
@@ -40,6 +40,7 @@ __all__ = [
     "PatchWhitening",
     "ChannelAffine",
     "deconvolve",
+    "convert_norm",
     "reset_parameters",
     "stem_settings",
     "sync_deconv_stats",

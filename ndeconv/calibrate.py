@@ -103,7 +103,7 @@ def _samples(layer: nn.Module, x: Tensor) -> Tensor:
         x = nn.functional.pad(x, DF.same_padding(x.shape[-2:], layer.kernel_size, layer.stride, layer.dilation))
     if layer.padding_mode != "zeros":
         raise UnsupportedLayerError(f"calibrate: {type(layer).__name__} with padding_mode {layer.padding_mode!r}")
-    return layer._patch_samples(x, layer.padding)
+    return layer._patch_samples(x, layer.padding, layer.sampling_stride)
 
 
 class _Moments:

@@ -1,4 +1,5 @@
-"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place."""
+"""``deconvolve``: turn a CNN's convs and batch norms into network deconvolution, in place; and
+``convert_norm``: into any of the norms the library compares (GroupNorm, none), by the same rules."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from torch import nn
 
 from .calibrate import calibrate_layers
 from .errors import UnsupportedLayerError
+from .norms import NORM_NAMES
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
-__all__ = ["deconvolve", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
+__all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "UnsupportedLayerError", "NORM_NAMES"]
 
 
 @dataclass
@@ -89,6 +91,63 @@ def stem_settings(model: nn.Module) -> dict[str, int]:
     return dict(cfg.get("deconv_stem") or {})
 
 
+def _apply_rules(model: nn.Module, norm: str, config: DeconvConfig, strict: bool) -> ConversionReport:
+    """Replace every module that has a rule for the target ``norm`` by what the rule returns."""
+    report = ConversionReport()
+    convs, classifier = _conv_paths(model), _classifier_path(model)
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}.{name}" if prefix else name
+            rule = get_rule(child, norm)
+            if rule is None:
+                if needs_rule(child):
+                    kind = f"{type(child).__module__}.{type(child).__qualname__}"
+                    if strict:
+                        raise UnsupportedLayerError(
+                            f"no {NORM_NAMES[norm]} rule for layer '{path}' of type {kind}; "
+                            "register one with @ndeconv.register_rule or pass strict=False"
+                        )
+                    warnings.warn(f"ndeconv: kept layer '{path}' of type {kind}: no {NORM_NAMES[norm]} rule",
+                                  stacklevel=4)
+                    report.skipped.append((path, kind))
+                visit(child, path)
+                continue
+            index = convs.get(path, -1)
+            ctx = ConversionContext(path, config, is_stem=index == 0, is_classifier=path == classifier,
+                                    conv_index=max(index, 0))
+            new = rule(child, ctx)
+            if new is not child:
+                setattr(parent, name, new)
+                report.changes.append((path, type(child).__name__, type(new).__name__))
+
+    visit(model, "")
+    return report
+
+
+def convert_norm(model: nn.Module, norm: str, *, strict: bool = True, config: DeconvConfig | None = None,
+                 **settings: Any) -> nn.Module:
+    """Convert a BN model's norms to ``norm`` in place and return it: ``"deconv"`` (:func:`deconvolve`,
+    with ``config`` and ``settings``), ``"gn"`` (every batch norm a ``GroupNorm`` over 32 groups or
+    the largest divisor of its channels below that, with its eps, scale and shift; timm's
+    ``BatchNormAct2d`` timm's ``GroupNormAct`` with its activation), ``"none"`` (every norm
+    removed, fused norm+act layers keep their activation, every conv gains the zero bias its norm's
+    shift held), or ``"bn"`` (unchanged). The rules come from the same registry as deconvolution
+    (:func:`ndeconv.register_rule` with ``norm=``, :mod:`ndeconv.norms`); a conv or norm layer
+    without one raises :class:`UnsupportedLayerError` (``strict``) or is kept with a warning. The
+    report is attached as ``model.norm_report``.
+    """
+    if norm not in NORM_NAMES:
+        raise ValueError(f"norm must be one of {', '.join(NORM_NAMES)}, got {norm!r}")
+    if norm == "deconv":
+        return deconvolve(model, config, strict=strict, **settings)
+    if config is not None or settings:
+        raise TypeError(f"convert_norm: deconvolution settings do not apply to norm {norm!r}")
+    if norm != "bn":
+        model.norm_report = _apply_rules(model, norm, DeconvConfig(), strict)
+    return model
+
+
 def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: bool = True,
                calibrate: Iterable[Any] | None = None, **settings: Any) -> nn.Module:
     """Convert ``model`` to network deconvolution in place and return it.
@@ -134,34 +193,7 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
     config = replace(config, stem_n_iter=stem.get("n_iter") if config.stem_n_iter is None else config.stem_n_iter,
                      stem_freeze_iter=stem.get("freeze_iter") if config.stem_freeze_iter is None
                      else config.stem_freeze_iter)
-    report = ConversionReport()
-    convs, classifier = _conv_paths(model), _classifier_path(model)
-
-    def visit(parent: nn.Module, prefix: str) -> None:
-        for name, child in list(parent.named_children()):
-            path = f"{prefix}.{name}" if prefix else name
-            rule = get_rule(child)
-            if rule is None:
-                if needs_rule(child):
-                    kind = f"{type(child).__module__}.{type(child).__qualname__}"
-                    if strict:
-                        raise UnsupportedLayerError(
-                            f"no deconvolution rule for layer '{path}' of type {kind}; "
-                            "register one with @ndeconv.register_rule or pass strict=False"
-                        )
-                    warnings.warn(f"ndeconv: kept layer '{path}' of type {kind}: no deconvolution rule", stacklevel=3)
-                    report.skipped.append((path, kind))
-                visit(child, path)
-                continue
-            index = convs.get(path, -1)
-            ctx = ConversionContext(path, config, is_stem=index == 0, is_classifier=path == classifier,
-                                    conv_index=max(index, 0))
-            new = rule(child, ctx)
-            if new is not child:
-                setattr(parent, name, new)
-                report.changes.append((path, type(child).__name__, type(new).__name__))
-
-    visit(model, "")
+    report = _apply_rules(model, "deconv", config, strict)
     report.not_inplace = _turn_off_inplace(model)
     model.deconv_report = report
     return model

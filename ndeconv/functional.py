@@ -37,6 +37,8 @@ __all__ = [
     "conv_weight_unblocks",
     "whitening_stats",
     "sync_whitening_stats",
+    "diagonal_shrinkage",
+    "shrink_to_diagonal",
     "channel_moments",
     "isqrt_newton_schulz",
     "isqrt_newton_schulz_warm",
@@ -215,6 +217,39 @@ def sync_whitening_stats(samples: Tensor, eps: float, group: object | None = Non
     if samples.shape[1] < 1:
         raise ValueError("cannot estimate whitening statistics from zero samples")
     return SyncWhiteningStats.apply(samples, eps, group)
+
+
+def diagonal_shrinkage(samples: Tensor) -> Tensor:
+    """How far to shrink the covariance of ``samples`` ``(g, m, f)`` towards its diagonal, per group.
+
+    The estimate of Schafer and Strimmer (2005, target "D": unequal variances, no correlation),
+    the Ledoit-Wolf intensity for that target: with the unbiased covariance ``s_ij`` and the
+    estimated variance of each entry, ``Var(s_ij) = m / (m-1)^3 sum_k (w_kij - mean_k w_kij)^2``
+    where ``w_kij = x_ki x_kj`` of the centred samples,
+    ``lambda = sum_{i != j} Var(s_ij) / sum_{i != j} s_ij^2``, clipped to ``[0, 1]``. It is near 0
+    when the samples pin the correlations down and near 1 when they are noise (fewer samples
+    than dimensions), and 1 for a single sample. Differentiable (the gradient of the shrunk
+    covariance is that of the function computed, as everywhere in the layers); costs two
+    ``f x m`` by ``m x f`` products, no more than the covariance itself.
+    """
+    g, m, f = samples.shape
+    if m < 2:
+        return samples.new_ones(g)
+    centred = samples - samples.mean(1, keepdim=True)
+    mean_products = centred.transpose(1, 2) @ centred / m  # mean over k of w_kij
+    squares = centred.square()
+    spread = squares.transpose(1, 2) @ squares - m * mean_products.square()  # sum_k (w_kij - mean w_ij)^2
+    off = 1.0 - torch.eye(f, device=samples.device, dtype=samples.dtype)
+    variance = (spread * off).sum((1, 2)) * m / (m - 1) ** 3
+    energy = ((mean_products * (m / (m - 1))).square() * off).sum((1, 2))
+    return torch.where(energy > 0, variance / energy.clamp_min(torch.finfo(samples.dtype).tiny), 1.0).clamp(0.0, 1.0)
+
+
+def shrink_to_diagonal(cov: Tensor, intensity: Tensor) -> Tensor:
+    """``(1 - lambda) cov + lambda diag(cov)`` for covariances ``(g, f, f)`` and intensities ``(g,)``:
+    the off-diagonal entries scaled by ``1 - lambda``, the variances kept."""
+    diagonal = torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1))
+    return cov - intensity.to(cov.dtype).view(-1, 1, 1) * (cov - diagonal)
 
 
 def channel_moments(x: Tensor, channel_dim: int = 1, group: object | None = None,

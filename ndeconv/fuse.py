@@ -38,5 +38,6 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
                 visit(child)
 
     visit(fused)
-    fused.__dict__.pop("deconv_report", None)  # an ndeconv object: the fused model must not need ndeconv
+    for report in ("deconv_report", "norm_report"):  # ndeconv objects: the fused model must not need ndeconv
+        fused.__dict__.pop(report, None)
     return fused

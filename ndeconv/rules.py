@@ -1,11 +1,15 @@
-"""The registry of conversion rules: how each module type becomes its deconvolution twin.
+"""The registry of conversion rules: how each module type becomes its twin under a target norm.
 
-Rules are keyed by exact module type (a subclass may behave differently, so it needs its own
-rule) and added with a decorator, in the style of timm's model registry::
+Rules are keyed by the target norm (``deconv``, the default; ``gn`` and ``none``, whose rules live
+in :mod:`ndeconv.norms`) and by exact module type (a subclass may behave differently, so it needs
+its own rule), and added with a decorator, in the style of timm's model registry::
 
     @ndeconv.register_rule(MyNorm)
     def _drop_my_norm(module: MyNorm, ctx: ndeconv.ConversionContext) -> nn.Module:
         return nn.Identity()
+
+    @ndeconv.register_rule(MyNorm, norm="gn")
+    def _my_norm_to_group_norm(module: MyNorm, ctx: ndeconv.ConversionContext) -> nn.Module: ...
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from .layers import (ChannelDeconv, Delinear, FastDeconv, FastDeconv1d, FastDeco
                      FastDeconvTranspose2d, PatchWhitening)
 from .recipe.deconv import PRESETS, DeconvConfig
 
-__all__ = ["ConversionContext", "DeconvConfig", "PRESETS", "Rule", "register_rule", "get_rule", "list_rules",
-           "NormFreeAct"]
+__all__ = ["ConversionContext", "DeconvConfig", "PRESETS", "TARGETS", "Rule", "register_rule", "get_rule",
+           "list_rules", "NormFreeAct", "BATCH_NORMS", "BATCH_NORM_ACTS", "CONVS"]
+
+#: The norms a model's batch norms can be converted to, each with its own rules.
+TARGETS = ("deconv", "gn", "none")
 
 
 @dataclass(frozen=True)
@@ -38,30 +45,39 @@ class ConversionContext:
 
 Rule = Callable[[nn.Module, ConversionContext], nn.Module]
 R = TypeVar("R", bound=Rule)
-_RULES: dict[type, Rule] = {}
+_RULES: dict[str, dict[type, Rule]] = {target: {} for target in TARGETS}
 
 
-def register_rule(*module_types: type) -> Callable[[R], R]:
-    """Register the decorated function as the rule for ``module_types`` (replacing any earlier one)."""
+def _check_target(norm: str) -> None:
+    if norm not in TARGETS:
+        raise ValueError(f"norm must be one of {', '.join(TARGETS)}, got {norm!r}")
+
+
+def register_rule(*module_types: type, norm: str = "deconv") -> Callable[[R], R]:
+    """Register the decorated function as the rule converting ``module_types`` for the target ``norm``
+    (replacing any earlier one)."""
     if not module_types:
         raise TypeError("register_rule needs at least one module type")
+    _check_target(norm)
 
     def decorate(rule: R) -> R:
         for module_type in module_types:
-            _RULES[module_type] = rule
+            _RULES[norm][module_type] = rule
         return rule
 
     return decorate
 
 
-def get_rule(module: nn.Module) -> Rule | None:
-    """The rule registered for ``type(module)``, or ``None``."""
-    return _RULES.get(type(module))
+def get_rule(module: nn.Module, norm: str = "deconv") -> Rule | None:
+    """The rule registered for ``type(module)`` and the target ``norm``, or ``None``."""
+    _check_target(norm)
+    return _RULES[norm].get(type(module))
 
 
-def list_rules() -> dict[str, str]:
-    """``{module type: rule name}`` of every registered rule."""
-    return {f"{t.__module__}.{t.__qualname__}": rule.__name__ for t, rule in _RULES.items()}
+def list_rules(norm: str = "deconv") -> dict[str, str]:
+    """``{module type: rule name}`` of every rule registered for the target ``norm``."""
+    _check_target(norm)
+    return {f"{t.__module__}.{t.__qualname__}": rule.__name__ for t, rule in _RULES[norm].items()}
 
 
 class NormFreeAct(nn.Sequential):
@@ -69,8 +85,9 @@ class NormFreeAct(nn.Sequential):
 
 
 def keep(module: nn.Module, ctx: ConversionContext) -> nn.Module:
-    """Already a deconvolution layer: converting twice changes nothing. A patch-whitening stem is
-    deconvolution's stem frozen at an estimate from data: it stays as it is."""
+    """A module that is already what the target wants stays as it is: a deconvolution layer
+    (converting twice changes nothing), a patch-whitening stem (deconvolution's stem frozen at an
+    estimate from data), a conv under GroupNorm."""
     return module
 
 
@@ -110,13 +127,21 @@ def linear_to_delinear(module: nn.Linear, ctx: ConversionContext) -> nn.Module:
     return Delinear.from_linear(module, **ctx.config.classifier_settings())
 
 
-@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)
+#: The batch norms every target converts: plain, sync, frozen, split; and timm's fused norm+act layers.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d, tl.SplitBatchNorm2d)
+BATCH_NORM_ACTS = (tl.BatchNormAct2d, tl.SyncBatchNormAct, tl.FrozenBatchNormAct2d)
+#: The convolutions a model's norms follow (deconvolution replaces them; the other targets keep them).
+CONVS = tuple(_CONV_LAYERS)
+
+
+@register_rule(*BATCH_NORMS)
 def drop_batch_norm(module: nn.Module, ctx: ConversionContext) -> nn.Module:
-    """Batch norms (plain, sync, frozen, split) are removed: deconvolution replaces them."""
+    """Batch norms (plain, sync, frozen, split) are removed: deconvolution replaces them (under ``none``,
+    nothing does)."""
     return nn.Identity()
 
 
-@register_rule(tl.BatchNormAct2d, tl.SyncBatchNormAct, tl.FrozenBatchNormAct2d)
+@register_rule(*BATCH_NORM_ACTS)
 def drop_norm_keep_act(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     """timm's fused norm+act layers lose the norm and keep their drop and activation."""
     return NormFreeAct(module.drop, module.act)

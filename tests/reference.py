@@ -66,6 +66,36 @@ def covariance(samples: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]
     return mu, centred.T @ centred / len(samples) + eps * np.eye(samples.shape[1])
 
 
+def diagonal_shrinkage(samples: np.ndarray) -> float:
+    """Schafer-Strimmer's intensity towards the diagonal, entry by entry from its definition:
+    sum over i != j of the estimated variance of s_ij over the sum of s_ij^2 (s unbiased)."""
+    m, f = samples.shape
+    if m < 2:
+        return 1.0
+    x = samples - samples.mean(0)
+    products = [np.outer(row, row) for row in x]  # w_k
+    mean = sum(products) / m
+    spread = sum((w - mean) ** 2 for w in products)
+    off = ~np.eye(f, dtype=bool)
+    variance = (m / (m - 1) ** 3 * spread)[off].sum()
+    energy = ((m / (m - 1) * mean)[off] ** 2).sum()
+    return float(np.clip(variance / energy, 0.0, 1.0)) if energy > 0 else 1.0
+
+
+def small_batch_covariance(sampled, f: int, eps: float, small_batch: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of ``sampled(stride)``'s samples: at the layer's stride; with ``small_batch``
+    at every position (stride 1) when those are fewer than ``f``, and then, still fewer, with the
+    off-diagonal entries shrunk by the intensity."""
+    samples = np.array(sampled(None))
+    if small_batch and len(samples) < f:
+        samples = np.array(sampled(1))
+    mu, cov = covariance(samples, eps)
+    if small_batch and len(samples) < f:
+        lam = diagonal_shrinkage(samples)
+        cov = np.where(np.eye(f, dtype=bool), cov, (1 - lam) * cov)
+    return mu, cov
+
+
 def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
     """Patch seen at output (i, j): channel-major, then ky, then kx."""
     rows = i * stride[0] + dilation[0] * np.arange(kh)
@@ -74,12 +104,13 @@ def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
 
 
 def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None, whiten=True, warm=None):
+                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None, whiten=True, warm=None,
+                small_batch=True):
     """Training-mode FastDeconv output, and (mu, D) per conv group: those of the batch, or the given
     ``stats`` (a layer whitening with its running estimate).
 
     ``whiten=False`` convolves the input as it is. ``warm = (inits, n)``: the batch's D from the
-    previous ones (one per conv group)."""
+    previous ones (one per conv group). ``small_batch``: see :func:`small_batch_covariance`."""
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     n_batch, channels, height, width = x.shape
@@ -99,14 +130,16 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
         if not whiten:
             mu, deconv = np.zeros(f), np.eye(f)
         elif stats is None:
-            samples = [
-                conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
-                for n in range(n_batch)
-                for i in range(0, ho, sampling_stride)
-                for j in range(0, wo, sampling_stride)
-                for cols in column_groups
-            ]
-            mu, cov = covariance(np.array(samples), eps)
+            def sampled(step, chans=chans, column_groups=column_groups):
+                step = step or sampling_stride
+                return [
+                    conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
+                    for n in range(n_batch)
+                    for i in range(0, ho, step)
+                    for j in range(0, wo, step)
+                    for cols in column_groups
+                ]
+            mu, cov = small_batch_covariance(sampled, f, eps, small_batch)
             deconv = newton_schulz(cov, n_iter) if warm is None else newton_schulz_warm(cov, warm[0][g], warm[1])
         else:
             mu, deconv = (np.asarray(a, dtype=np.float64) for a in stats[g])
@@ -124,7 +157,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
 
 
 def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1), groups=1,
-                  block=64, sampling_stride=3, eps=1e-5, n_iter=5):
+                  block=64, sampling_stride=3, eps=1e-5, n_iter=5, small_batch=True):
     """Training-mode FastDeconv3d output and (mu, D) per conv group: every output voxel's patch
     (channel-major, then depth, height, width), column groups of the block, explicit whitening."""
     x = np.asarray(x, dtype=np.float64)
@@ -135,7 +168,6 @@ def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilat
     xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
     sizes = [(x.shape[2 + a] + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1 for a in range(3)]
     positions = list(itertools.product(*(range(s) for s in sizes)))
-    sampled = [pos for pos in positions if all(p % sampling_stride == 0 for p in pos)]
     blk = effective_block(block, channels, groups)
     n_blocks = per_group // blk
     f_all = per_group * int(np.prod(kernel))
@@ -149,8 +181,10 @@ def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilat
     for g in range(groups):
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, f_all, n_blocks) for q in range(n_blocks)]
-        samples = [patch(n, pos, chans)[cols] for n in range(n_batch) for pos in sampled for cols in column_groups]
-        mu, cov = covariance(np.array(samples), eps)
+        def sampled(step, chans=chans, column_groups=column_groups):
+            kept = [pos for pos in positions if all(p % (step or sampling_stride) == 0 for p in pos)]
+            return [patch(n, pos, chans)[cols] for n in range(n_batch) for pos in kept for cols in column_groups]
+        mu, cov = small_batch_covariance(sampled, len(column_groups[0]), eps, small_batch)
         deconv = newton_schulz(cov, n_iter)
         stats.append((mu, deconv))
         for o in range(g * (out // groups), (g + 1) * (out // groups)):
@@ -165,7 +199,8 @@ def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilat
 
 
 def fast_deconv_transpose2d(x, weight, bias, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
-                            dilation=(1, 1), groups=1, block=64, sampling_stride=3, eps=1e-5, n_iter=5):
+                            dilation=(1, 1), groups=1, block=64, sampling_stride=3, eps=1e-5, n_iter=5,
+                            small_batch=True):
     """Training-mode FastDeconvTranspose2d from the definition of a transposed convolution: output
     pixel (u, v) sums weight[c, o, a, b] * x[c, i, j] over i*s - p + a*d = u, j*s - p + b*d = v.
     Its patch P[c, a, b] is that x value (0 where no such input pixel exists), in weight order."""
@@ -194,9 +229,11 @@ def fast_deconv_transpose2d(x, weight, bias, *, stride=(1, 1), padding=(0, 0), o
     for g in range(groups):
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
-        samples = [patch(n, u, v, chans)[cols] for n in range(n_batch) for u in range(0, ho, sampling_stride)
-                   for v in range(0, wo, sampling_stride) for cols in column_groups]
-        mu, cov = covariance(np.array(samples), eps)
+        def sampled(step, chans=chans, column_groups=column_groups):
+            step = step or sampling_stride
+            return [patch(n, u, v, chans)[cols] for n in range(n_batch) for u in range(0, ho, step)
+                    for v in range(0, wo, step) for cols in column_groups]
+        mu, cov = small_batch_covariance(sampled, len(column_groups[0]), eps, small_batch)
         deconv = newton_schulz(cov, n_iter)
         stats.append((mu, deconv))
         for o_local in range(out_per_group):

@@ -67,7 +67,7 @@ def test_calibration_sets_each_layers_running_estimates_from_the_bn_models_activ
     batches = [torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64) * 2 + 1 for _ in range(2)]
     converted = ndeconv.deconvolve(copy.deepcopy(bn), calibrate=batches)
     stem = converted.features[0].conv
-    samples = torch.cat([stem._patch_samples(b, stem.padding) for b in batches], dim=1)[0]
+    samples = torch.cat([stem._patch_samples(b, stem.padding, stem.sampling_stride) for b in batches], dim=1)[0]
     mean = samples.mean(0)
     cov = (samples - mean).T @ (samples - mean) / len(samples) + stem.eps * torch.eye(samples.shape[1],
                                                                                     dtype=torch.float64)

@@ -136,6 +136,27 @@ def test_equal_seconds_reads_each_norm_from_its_curve_at_the_others_end(tmp_path
     one = rows[1]
     assert one["ND_at_BN"] is None and (one["BN_at_ND"], one["BN_at_ND_seconds"]) == (30.0, 15.0)
     table = table_markdown(table_rows(cells, [1, 3]), [1, 3], "t", cells)
-    assert "| m | 3 | 70.00 | 50.0 | 67.00 (45.0 s) | 76.00 | 67.5 | 70.00 (50.0 s) |" in table
-    assert "| m | 1 | 30.00 | 15.0 | no validation yet | 55.00 | 20.0 | 30.00 (15.0 s) |" in table
+    assert "| m | 3 | BN | 70.00 | 50.0 | 67.00 (45.0 s) | 76.00 | 67.5 | 70.00 (50.0 s) |" in table
+    assert "| m | 1 | BN | 30.00 | 15.0 | no validation yet | 55.00 | 20.0 | 30.00 (15.0 s) |" in table
     assert "Training seconds (validation not counted): m 1 ep: BN 15.00 s, ND 20.00 s, m 3 ep: BN 50.00 s" in table
+
+
+def test_every_norm_has_its_columns_and_nd_leads_against_the_best_other(tmp_path):
+    cells = [
+        _cell(tmp_path, "bn", "bn", [40, 60], [10, 10]),
+        _cell(tmp_path, "gn", "gn", [45, 64], [10, 10]),
+        _cell(tmp_path, "nd", "deconv", [50, 63], [15, 15]),
+        _cell(tmp_path, "none", "none", [10, 12], [8, 8]),
+    ]
+    best = equal_time_rows(cells)[0]
+    assert (best["BN"], best["GN"], best["ND"], best["none"]) == (60.0, 64.0, 63.0, 12.0)
+    assert best["lead"] == pytest.approx(-1.0)  # ND against GN, the best of the others
+    table = table_markdown([], [], "t", cells)
+    assert "| model | budget | BN | BN setting | BN s | GN | GN setting | GN s | ND | ND setting | ND s | none | " \
+           "none setting | none s | ND - best other |" in table
+    assert "| m | 90s | 60.00 | recipe | 20.0 | 64.00 | recipe | 20.0 | 63.00 | recipe | 30.0 | 12.00 | recipe | " \
+           "16.0 | -1.00 |" in table
+    assert "| model | level | BN s | BN run | GN s | GN run | ND s | ND run | none s | none run | BN / ND |" in table
+    rows = {r["level"]: r for r in time_to_accuracy_rows(cells, levels=[50])}
+    assert (rows[50]["BN_seconds"], rows[50]["GN_seconds"], rows[50]["ND_seconds"]) == (20, 20, 15)
+    assert "none_seconds" not in rows[50]

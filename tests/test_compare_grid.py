@@ -163,9 +163,32 @@ def test_grid_errors_are_one_line_and_train_nothing(grid, message, tiny_recipe, 
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.parametrize("item, message", [("gn:optim.lr=0.1", "a scoped key is norm:key.sub"),
+@pytest.mark.parametrize("item, message", [("ln:optim.lr=0.1", "a scoped key is norm:key.sub"),
                                            ("bn:=0.1", "a scoped key is norm:key.sub"),
                                            ("bn:=", "expected key.sub=value1")])
 def test_scoped_grid_keys_name_a_norm(item, message):
     with pytest.raises(RecipeError, match=message):
         parse_grid([item])
+
+
+def test_compare_trains_and_labels_every_norm(tiny_recipe, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", str(tiny_recipe), "--models", "convnet3", "--epochs", "1",
+                                 "--norms", "bn,gn,deconv,none", "--grid", "model.deconv.block=8,16",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["convnet3-bn-1ep", "convnet3-deconv-1ep-model.deconv.block=16",
+                    "convnet3-deconv-1ep-model.deconv.block=8", "convnet3-gn-1ep", "convnet3-none-1ep"]
+    for run in runs:
+        norm = run.split("-")[1]
+        assert json.loads((out / run / "results.json").read_text())["norm"] == norm
+    with open(out / "table.csv") as f:
+        assert sorted(r["norm"] for r in csv.DictReader(f)) == ["BN", "GN", "ND", "ND", "none"]
+    table = (out / "table.md").read_text()
+    assert "| model (params) | BN 1 ep | GN 1 ep | ND 1 ep | none 1 ep |" in table  # block 16 is the recipe's
+    best = "| model | norm | epochs | protocol | best | best setting |"
+    assert best in table
+    assert {line.split(" | ")[1] for line in table.splitlines() if line.startswith("| convnet3 | ")} >= \
+        {"BN", "GN", "ND", "none"}
+    assert (out / "curves.png").read_bytes().startswith(PNG)

@@ -140,7 +140,7 @@ def test_register_rule_extends_the_registry():
     finally:
         from ndeconv import rules
 
-        rules._RULES.pop(MyNorm)
+        rules._RULES["deconv"].pop(MyNorm)
 
 
 def test_converting_twice_is_a_no_op():

@@ -47,7 +47,7 @@ def _base():
     (lambda r: r["optim"].update(lr="fast"), "optim.lr must be a number, got 'fast'"),
     (lambda r: r["train"].update(epochs=-2.5), "train.epochs must be > 0, got -2.5"),
     (lambda r: r["train"].update(epochs=True), "train.epochs must be a number or null, got True"),
-    (lambda r: r["model"].update(norm="layer"), "model.norm must be one of 'bn' | 'deconv', got 'layer'"),
+    (lambda r: r["model"].update(norm="layer"), "model.norm must be one of 'bn' | 'gn' | 'deconv' | 'none', got 'layer'"),
     (lambda r: r["model"]["deconv"].update(block="big"), "model.deconv.block must be an integer"),
     (lambda r: r["data"].update(mean=[0.1, 0.2]), "data.mean has 2 values, data.channels is 1"),
     (lambda r: r["data"].update(mean="0.5"), "data.mean must be a list of numbers"),

@@ -68,6 +68,21 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+@pytest.mark.parametrize("norm, layer", [("gn", torch.nn.GroupNorm), ("none", torch.nn.Identity)])
+def test_train_with_group_norm_or_no_norm(norm, layer, tiny_recipe, tmp_path):
+    out = tmp_path / norm
+    result = runner.invoke(app, ["train", str(tiny_recipe), "--norm", norm, "--epochs", "1", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["norm"] == norm and 0 <= results["accuracy"] <= 1
+    model = build_model(parse_recipe(yaml.safe_load((out / "config.yaml").read_text())))
+    load_model(model, out / "model.safetensors")  # the trained weights fit the rebuilt model
+    assert any(isinstance(m, layer) for m in model.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, ndeconv.FastDeconv)) for m in model.modules())
+    card = (out / "README.md").read_text()
+    assert {"gn": "group normalisation", "none": "no normalisation"}[norm] in card
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.yaml"], "missing.yaml: recipe file not found"),
     (["{recipe}", "--set", "optim.lrr=0.1"], "unknown key 'optim.lrr'"),
@@ -75,7 +90,7 @@ def test_train_bn_baseline_has_no_deconvolution(tiny_recipe, tmp_path):
     (["{recipe}", "--data", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
     (["{recipe}", "--set", "data.image_column=picture"], "has no column 'picture'"),
     (["{recipe}", "--model", "no_such_model"], "unknown timm model 'no_such_model'"),
-    (["{recipe}", "--norm", "group"], "error: --norm: model.norm must be one of 'bn' | 'deconv'"),
+    (["{recipe}", "--norm", "group"], "error: --norm: model.norm must be one of 'bn' | 'gn' | 'deconv' | 'none'"),
     (["{bad_key}"], "unknown key 'train.epoch'"),
     (["{bad_type}"], "optim.lr must be a number, got 'fast'"),
     (["{empty}"], "empty.yaml: the recipe is empty"),

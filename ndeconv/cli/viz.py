@@ -11,9 +11,7 @@ import typer
 from .app import command
 from .common import console, friendly_errors
 
-
 VIZ_KINDS = ("kernels", "correlation", "sparsity", "linear", "segmentation")
-NORM_LABEL = {"bn": "BN", "deconv": "ND"}
 
 
 @command("viz")
@@ -41,6 +39,7 @@ def viz_cmd(
     if kind == "segmentation":
         if not run:
             raise RecipeError("viz segmentation: give the runs to show with --run RUN_DIR (repeatable)")
+        from ..norms import NORM_LABEL
         from ..rundir import load_run_recipe
 
         labels = [f"{NORM_LABEL[load_run_recipe(r).model.norm]} ({r.name})" for r in run]

@@ -12,15 +12,17 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import DivergedError, RecipeError, RunDirError
+from ..norms import NORM_LABEL
 from ..recipe import Recipe, apply_override, budget_label, parse_budget, recipe_to_dict
 from ..rundir import CONFIG, load_run_recipe
 from ..train.run import resume, train
 
-__all__ = ["NORMS", "LABEL", "Cell", "parse_grid", "run_comparison"]
+__all__ = ["NORMS", "DEFAULT_NORMS", "LABEL", "Cell", "parse_grid", "run_comparison"]
 
-NORMS = ("bn", "deconv")
-LABEL = {"bn": "BN", "deconv": "ND"}
-BN_IGNORES = "model.deconv."
+NORMS = tuple(NORM_LABEL)
+LABEL = NORM_LABEL
+DEFAULT_NORMS = ("bn", "deconv")
+DECONV_ONLY = "model.deconv."
 
 Setting = tuple[tuple[str, str], ...]
 
@@ -54,7 +56,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
     """``["optim.lr=0.1,0.03", ...]`` -> ``{"optim.lr": ["0.1", "0.03"]}`` (values checked later).
 
     A key may be scoped to one norm, ``bn:optim.lr=0.1,0.03,0.01``: only that norm's cells vary it,
-    the other norm keeps the recipe's value.
+    the other norms keep the recipe's value.
     """
     grid: dict[str, list[str]] = {}
     for item in items:
@@ -77,11 +79,12 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 
 def _for_norm(setting: Setting, norm: str) -> Setting:
     """The part of a grid setting that applies to ``norm``'s cells, scopes removed: keys scoped to
-    the other norm are dropped, and BN cells drop ``model.deconv.*`` (it does not change a BN model)."""
+    another norm are dropped, and cells of the other norms drop ``model.deconv.*`` (it changes only
+    a deconvolution model)."""
     kept = []
     for key, value in setting:
         scope, _, bare = key.rpartition(":")
-        if (scope and scope != norm) or (norm == "bn" and bare.startswith(BN_IGNORES)):
+        if (scope and scope != norm) or (norm != "deconv" and bare.startswith(DECONV_ONLY)):
             continue
         kept.append((bare, value))
     return tuple(kept)
@@ -159,7 +162,7 @@ def _plan(recipe: Recipe, models: list[str], lengths: list[int | str], out: Path
 
 def run_comparison(recipe: Recipe, models: list[str], epochs: list[int], out: Path,
                    console: Console | None = None, progress: bool = True, grid: dict[str, list[str]] | None = None,
-                   seeds: list[int] | None = None, norms: Sequence[str] = NORMS,
+                   seeds: list[int] | None = None, norms: Sequence[str] = DEFAULT_NORMS,
                    time_budgets: Sequence[str] = ()) -> list[Cell]:
     """Train (or reuse) every model x length x norm x grid setting x seed under ``out``; the cells in order.
 

@@ -1,4 +1,4 @@
-"""A comparison's curves: validation metric per epoch and per training second, BN against ND."""
+"""A comparison's curves: validation metric per epoch and per training second, one line per norm."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from .grid import LABEL, NORMS, Cell
 from .rows import _by_time, _metric, accuracy_curve, equal_time_rows
 
 __all__ = ["plot_curves"]
+
+#: Each norm's line: ND solid red, the others dashed in their own colours.
+_STYLE = {"bn": dict(linestyle="--", color="tab:gray"), "gn": dict(linestyle="-.", color="tab:blue"),
+          "deconv": dict(linestyle="-", color="tab:red"), "none": dict(linestyle=":", color="black")}
 
 
 def _plotted(cells: list[Cell]) -> dict[str, list[Cell]]:
@@ -37,7 +41,8 @@ def _plotted(cells: list[Cell]) -> dict[str, list[Cell]]:
 
 def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
     """Validation accuracy (segmentation: mean IoU) per epoch (top) and per training second, validation
-    left out (bottom), BN (dashed) vs ND (solid), one column per model (see :func:`_plotted`)."""
+    left out (bottom), ND (solid red) against each other norm (BN dashed grey, GN blue, none dotted
+    black), one column per model (see :func:`_plotted`)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -50,8 +55,7 @@ def plot_curves(cells: list[Cell], path: Path, title: str) -> Path:
             curve = accuracy_curve(cell.run_dir, metric)
             acc = [a for _, a in curve]
             name = LABEL[cell.norm] if cell.budget is None else f"{LABEL[cell.norm]} ({cell.label})"
-            style = dict(marker="o", linestyle="--" if cell.norm == "bn" else "-",
-                         color="tab:gray" if cell.norm == "bn" else "tab:red", label=name)
+            style = dict(marker="o", **_STYLE[cell.norm], label=name)
             axes[0, col].plot(range(1, len(acc) + 1), acc, **style)
             axes[1, col].plot([t for t, _ in curve], acc, **style)
         epochs = max((len(accuracy_curve(c.run_dir, metric)) for c in picked), default=1)

@@ -10,16 +10,31 @@ from pathlib import Path
 
 from ..rundir import METRICS, read_metrics
 from ..tasks import metric_label
-from .grid import LABEL, Cell
+from .grid import LABEL, NORMS, Cell
 
-__all__ = ["diverged", "table_rows", "setting_rows", "equal_time_rows", "accuracy_curve", "equal_seconds_rows",
-           "time_to_accuracy_rows", "best_rows"]
+__all__ = ["norm_labels", "lead", "diverged", "table_rows", "setting_rows", "equal_time_rows", "accuracy_curve",
+           "equal_seconds_rows", "time_to_accuracy_rows", "best_rows"]
 
 
 def _metric(cells: list[Cell]) -> tuple[str, str]:
     """The headline metric of the cells' task (accuracy, or mean IoU for segmentation): key and label."""
     key = cells[0].results.get("score", "accuracy") if cells else "accuracy"
     return key, metric_label(key)
+
+
+def norm_labels(cells: list[Cell]) -> list[str]:
+    """The labels of the norms among ``cells`` (``BN``, ``GN``, ``ND``, ``none``), in that order."""
+    present = {c.norm for c in cells}
+    return [LABEL[n] for n in NORMS if n in present]
+
+
+def lead(entry: dict) -> float | None:
+    """ND's lead in points over the best other norm of ``entry`` (``{label: score}``; ``None`` without
+    ND, without another norm, or where one of them diverged)."""
+    others = [entry[n] for n in LABEL.values() if n != "ND" and n in entry]
+    if entry.get("ND") is None or not others or None in others:
+        return None
+    return round(entry["ND"] - max(others), 2)
 
 
 def diverged(cells: list[Cell]) -> bool:
@@ -62,17 +77,19 @@ def _mean_train_seconds(cells: list[Cell]) -> float:
 
 def table_rows(cells: list[Cell], epochs: list[int]) -> list[dict]:
     """The paper's protocol at each of the ``epochs`` counts, one row per model: parameters (of the
-    deconvolution model, as the paper counted) and accuracies in % (mean over seeds) with training
-    seconds (validation not counted)."""
+    deconvolution model, as the paper counted; else the first norm's) and each norm's accuracy in %
+    (mean over seeds, ``<label>_<e>ep``) with its training seconds (validation not counted)."""
+    protocol = [c for c in _by_epochs(cells) if c.protocol]
     rows: dict[str, dict] = {}
-    for (model, norm, count, _), group in _groups([c for c in _by_epochs(cells) if c.protocol]).items():
+    for (model, norm, count, _), group in _groups(protocol).items():
         row = rows.setdefault(model, {"model": model})
-        if norm == "deconv":
+        if norm == "deconv" or "params_M" not in row:
             row["params_M"] = round(group[0].results["params"] / 1e6, 2)
         row[f"{LABEL[norm]}_{count}ep"] = _pct(_mean(group, "score"))
         row[f"{LABEL[norm]}_{count}ep_seconds"] = _mean_train_seconds(group)
-    columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in epochs for n in ("BN", "ND")] + \
-        [f"{n}_{e}ep_seconds" for e in epochs for n in ("BN", "ND")]
+    names = norm_labels(protocol)
+    columns = ["model", "params_M"] + [f"{n}_{e}ep" for e in epochs for n in names] + \
+        [f"{n}_{e}ep_seconds" for e in epochs for n in names]
     return [{c: row.get(c, "") for c in columns} for row in rows.values()]
 
 
@@ -90,7 +107,7 @@ def setting_rows(cells: list[Cell]) -> list[dict]:
 
 def equal_time_rows(cells: list[Cell]) -> list[dict]:
     """Per model and time budget: each norm's best setting (mean over seeds, %), its training
-    seconds, and ND's lead over BN in points."""
+    seconds, and ND's lead over the best other norm in points (:func:`lead`)."""
     rows: dict[tuple, dict] = {}
     for r in setting_rows(_by_time(cells)):
         entry = rows.setdefault((r["model"], r["length"]), {"model": r["model"], "budget": r["length"]})
@@ -99,7 +116,7 @@ def equal_time_rows(cells: list[Cell]) -> list[dict]:
             entry.update({norm: r["score"], f"{norm}_setting": r["setting"],
                           f"{norm}_seconds": r["train_seconds"], f"{norm}_steps": r["steps"]})
     for entry in rows.values():
-        entry["lead"] = round(entry["ND"] - entry["BN"], 2) if "ND" in entry and "BN" in entry else None
+        entry["lead"] = lead(entry)
     return list(rows.values())
 
 
@@ -119,28 +136,30 @@ def _at_seconds(curve: list[tuple[float, float]], seconds: float) -> tuple[float
 
 
 def equal_seconds_rows(cells: list[Cell]) -> list[dict]:
-    """Per model and epoch budget of the paper's protocol, both norms trained: each norm's final
-    accuracy (%) and training seconds, and the other norm's accuracy at those seconds, read from its
-    curve (its last validation by then; the mean over its seeds, ``None`` where a seed had not
-    validated yet). A norm that finished sooner holds its final accuracy from then on."""
+    """Per model, epoch budget of the paper's protocol and norm ``other`` trained beside ND: each of
+    the two norms' final accuracy (%) and training seconds, and the other one's accuracy at those
+    seconds, read from its curve (its last validation by then; the mean over its seeds, ``None``
+    where a seed had not validated yet). A norm that finished sooner holds its final accuracy from
+    then on."""
     metric = _metric(cells)[0]
     finals: dict[tuple, dict[str, list[Cell]]] = {}
     for (model, norm, epochs, _), group in _groups([c for c in _by_epochs(cells) if c.protocol]).items():
         finals.setdefault((model, epochs), {})[LABEL[norm]] = group
     rows = []
     for (model, epochs), by_norm in finals.items():
-        if len(by_norm) < 2:
-            continue
-        row: dict = {"model": model, "epochs": epochs}
-        for name, group in by_norm.items():
-            row[name] = _pct(_mean(group, "score"))
-            row[f"{name}_seconds"] = _mean_train_seconds(group)
-        for name, other in (("BN", "ND"), ("ND", "BN")):
-            points = [_at_seconds(accuracy_curve(c.run_dir, metric), row[f"{other}_seconds"]) for c in by_norm[name]]
-            reached = None not in points
-            row[f"{name}_at_{other}"] = round(statistics.fmean(p[1] for p in points), 2) if reached else None
-            row[f"{name}_at_{other}_seconds"] = round(statistics.fmean(p[0] for p in points), 1) if reached else None
-        rows.append(row)
+        for base in [n for n in LABEL.values() if n in by_norm and n != "ND"] if "ND" in by_norm else []:
+            row: dict = {"model": model, "epochs": epochs, "other": base}
+            for name in (base, "ND"):
+                row[name] = _pct(_mean(by_norm[name], "score"))
+                row[f"{name}_seconds"] = _mean_train_seconds(by_norm[name])
+            for name, other in ((base, "ND"), ("ND", base)):
+                points = [_at_seconds(accuracy_curve(c.run_dir, metric), row[f"{other}_seconds"])
+                          for c in by_norm[name]]
+                reached = None not in points
+                row[f"{name}_at_{other}"] = round(statistics.fmean(p[1] for p in points), 2) if reached else None
+                row[f"{name}_at_{other}_seconds"] = (round(statistics.fmean(p[0] for p in points), 1) if reached
+                                                     else None)
+            rows.append(row)
     return rows
 
 

@@ -12,7 +12,12 @@ from .sources import Splits, load_splits
 from .tensors import DecodedImages, cached_split
 
 __all__ = ["ShardedDL", "TensorImageDL", "ImageDL", "make_dataloaders", "subset_indices", "sample_images",
-           "normalised_training_images"]
+           "normalised_training_images", "MIN_VALID_BATCH"]
+
+#: Validation batches hold twice the training batch, and at least this many images: evaluation does
+#: not depend on the batch (every norm uses fixed statistics), so a training batch of 2 need not make
+#: validation take thousands of steps.
+MIN_VALID_BATCH = 64
 
 
 def subset_indices(total: int, n: int) -> torch.Tensor:
@@ -144,7 +149,7 @@ def make_dataloaders(recipe: Recipe, device: torch.device | str | None = None,
         keep = subset_indices(len(splits.train), t.limit_train)
     train_tfm, valid_tfm = _transforms(recipe)
     common = dict(device=device)
-    valid_bs = t.batch_size * 2
+    valid_bs = max(2 * t.batch_size, MIN_VALID_BATCH)
     if d.cache:  # a subset is decoded and cached on its own: train.limit_train 200 decodes 200 images
         train_ds, train_key = splits.train, splits.key + "-train"
         if keep is not None:

@@ -33,13 +33,13 @@ class ConvDeconvMixin:
     plain: type[nn.Module]
 
     def _init_deconv(self, device: torch.device | str | None, dtype: torch.dtype | None, block: int = 64,
-                     sampling_stride: int = 3, **whitening) -> None:
+                     sampling_stride: int = 3, small_batch: bool = True, **whitening) -> None:
         """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
         if sampling_stride < 1:
             raise ValueError(f"sampling_stride must be a positive integer, got {sampling_stride}")
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
-        self.sampling_stride = int(sampling_stride)
+        self.sampling_stride, self.small_batch = int(sampling_stride), bool(small_batch)
         self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype,
                              channels=self.in_channels, **whitening)
 
@@ -66,8 +66,18 @@ class ConvDeconvMixin:
         layer.train(conv.training)
         return layer
 
-    def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
+    def _patch_samples(self, x: Tensor, padding: tuple[int, ...], sampling_stride: int) -> Tensor:
         raise NotImplementedError
+
+    def _statistics_samples(self, patches: Callable[[int], Tensor]) -> Tensor:
+        """The samples the batch statistics come from: ``patches(sampling_stride)``, or with
+        ``small_batch`` ``patches(1)`` (every position) when those are fewer than the covariance is
+        wide (a small batch, a small feature map); the covariance of fewer samples than that is then
+        shrunk towards its diagonal (:meth:`_estimate`)."""
+        samples = patches(self.sampling_stride)
+        if self.small_batch and self.sampling_stride > 1 and samples.shape[1] < samples.shape[2]:
+            return patches(1)
+        return samples
 
     def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
         """The conv weight and bias with the whitening ``(mean, deconv)`` folded in (as they are for
@@ -103,7 +113,10 @@ class ConvDeconvMixin:
         if self.padding_mode != "zeros" or isinstance(padding, str):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
             padding = (0,) * dims
-        return self._whitened(x, lambda: self._patch_samples(x, padding), lambda weight, bias: _CONV_FNS[dims](
+        def patches(sampling_stride: int) -> Tensor:
+            return self._patch_samples(x, padding, sampling_stride)
+
+        return self._whitened(x, lambda: self._statistics_samples(patches), lambda weight, bias: _CONV_FNS[dims](
             x, weight, bias, self.stride, padding, self.dilation, self.groups))
 
     @torch.no_grad()
@@ -125,6 +138,7 @@ class ConvDeconvMixin:
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}, "
+            f"{'' if self.small_batch else 'small_batch=False, '}"
             f"{self._whitening_extra_repr()}"
         )
 

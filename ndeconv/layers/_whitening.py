@@ -35,11 +35,13 @@ def float32_math(device: torch.device) -> Iterator[None]:
 class WhiteningSettings(TypedDict, total=False):
     """The whitening settings every deconvolution layer takes, as keywords after the arguments of
     its ``torch.nn`` twin and in this order (what each does: :class:`WhiteningState`;
-    ``sampling_stride`` is for the conv layers and ``ChannelDeconv``). A model's conversion sets
+    ``sampling_stride`` is for the conv layers and ``ChannelDeconv``, ``small_batch`` for the conv
+    layers). A model's conversion sets
     them from one :class:`~ndeconv.DeconvConfig`."""
 
     block: int
     sampling_stride: int
+    small_batch: bool
     eps: float
     n_iter: int
     momentum: float
@@ -86,12 +88,20 @@ class WhiteningState:
     cheap normalisation of the layers between whitened ones. ``warm_start = n`` computes ``D``
     on an update step from the last update's in ``n`` Newton-Schulz steps
     (:func:`ndeconv.functional.isqrt_newton_schulz_warm`).
+
+    ``small_batch`` (the conv layers' default): a batch whose sampled positions give fewer samples
+    than the covariance is wide takes every position instead, and a covariance still estimated
+    from fewer samples than its width is shrunk towards its diagonal by the Schafer-Strimmer
+    intensity (:func:`ndeconv.functional.diagonal_shrinkage`; ``docs/method.md``). Not with
+    synchronised statistics, whose global batch is the remedy.
     """
 
     running_mean: Tensor
     running_deconv: Tensor
     num_batches_tracked: Tensor
     num_steps: Tensor
+    #: Shrink a covariance estimated from fewer samples than its width towards its diagonal (the conv layers set it).
+    small_batch: bool = False
 
     def _init_whitening(self, groups: int, f: int, device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None, *, eps: float = 1e-5, n_iter: int = 5,
@@ -283,6 +293,8 @@ class WhiteningState:
                 mean, cov = DF.sync_whitening_stats(batch, self.eps, self.process_group)
             else:
                 mean, cov = DF.whitening_stats(batch, self.eps)
+                if self.small_batch and batch.shape[1] < batch.shape[2]:
+                    cov = DF.shrink_to_diagonal(cov, DF.diagonal_shrinkage(batch))
             if self.warm_start and int(self.num_batches_tracked) > 0:
                 deconv = DF.isqrt_newton_schulz_warm(cov, self.last_deconv.to(dtype), self.warm_start)
             else:

@@ -23,6 +23,6 @@ class FastDeconv(DirectConvDeconvMixin, WhiteningState, nn.Conv2d):
 
     plain = nn.Conv2d
 
-    def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
+    def _patch_samples(self, x: Tensor, padding: tuple[int, ...], sampling_stride: int) -> Tensor:
         return DF.conv_patch_samples(x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride,
-                                     padding=padding, dilation=self.dilation, sampling_stride=self.sampling_stride)
+                                     padding=padding, dilation=self.dilation, sampling_stride=sampling_stride)

@@ -19,10 +19,10 @@ class FastDeconv1d(DirectConvDeconvMixin, WhiteningState, nn.Conv1d):
 
     plain = nn.Conv1d
 
-    def _patch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
+    def _patch_samples(self, x: Tensor, padding: tuple[int, ...], sampling_stride: int) -> Tensor:
         return DF.conv_patch_samples(
             x.unsqueeze(2), (1, self.kernel_size[0]), block=self.block, groups=self.groups, stride=(1, self.stride[0]),
-            padding=(0, padding[0]), dilation=(1, self.dilation[0]), sampling_stride=self.sampling_stride,
+            padding=(0, padding[0]), dilation=(1, self.dilation[0]), sampling_stride=sampling_stride,
         )
 
     def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -57,10 +57,10 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)
 
-        def patches() -> Tensor:
+        def patches(sampling_stride: int) -> Tensor:
             return DF.conv_transpose_patch_samples(
                 x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride, padding=self.padding,
-                output_padding=output_padding, dilation=self.dilation, sampling_stride=self.sampling_stride)
+                output_padding=output_padding, dilation=self.dilation, sampling_stride=sampling_stride)
 
-        return self._whitened(x, patches, lambda weight, bias: F.conv_transpose2d(
+        return self._whitened(x, lambda: self._statistics_samples(patches), lambda weight, bias: F.conv_transpose2d(
             x, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation))

@@ -29,6 +29,9 @@ class DeconvConfig:
     - ``block_fc``: features whitened together in the classifier (``Delinear``); 0 keeps the
       classifier a plain ``Linear``;
     - ``sampling_stride``: statistics from every ``sampling_stride``-th output position;
+    - ``small_batch``: a conv layer whose sampled positions give fewer samples than its covariance
+      is wide (a small batch, a small feature map) takes every position, and one still short of
+      samples shrinks its covariance towards the diagonal (Schafer-Strimmer; ``docs/method.md``);
     - ``n_iter``: Newton-Schulz steps for ``Cov^(-1/2)``; ``eps``: added to the covariance's diagonal;
     - ``stem_n_iter``, ``stem_freeze_iter``: the first conv's steps and the training step after
       which it keeps its running estimate (None: the architecture's own, :func:`ndeconv.stem_settings`,
@@ -55,6 +58,8 @@ class DeconvConfig:
     """Features whitened together in the classifier (``Delinear``); 0 keeps it a plain ``Linear``."""
     sampling_stride: int = 3
     """Statistics from every n-th output position along each axis."""
+    small_batch: bool = True
+    """Conv layers short of samples for their covariance: every position, then shrinkage towards the diagonal."""
     n_iter: int = 5
     """Newton-Schulz steps for the inverse square root of the covariance."""
     eps: float = 1e-5
@@ -98,7 +103,8 @@ class DeconvConfig:
         """The keyword settings of a conv deconvolution layer (the stem's steps and freezing for the
         first conv; a conv that does not whiten only standardises its input channels)."""
         n_iter = self.stem_n_iter if stem and self.stem_n_iter is not None else self.n_iter
-        return {"block": self.block, "sampling_stride": self.sampling_stride, "eps": self.eps, "n_iter": n_iter,
+        return {"block": self.block, "sampling_stride": self.sampling_stride, "small_batch": self.small_batch,
+                "eps": self.eps, "n_iter": n_iter,
                 "freeze_iter": self.stem_freeze_iter if stem else None, "stats_grad": self.stats_grad,
                 "max_samples": self.max_samples, "update_every": self.update_every,
                 "scale": self.scale if whiten else "channel", "whiten": whiten, "warm_start": self.warm_start}

@@ -19,7 +19,7 @@ __all__ = ["Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "Augment
            "LIMITS", "MAX_SEED", "parse_budget", "budget_label", "quote"]
 
 Init = Literal["pytorch", "model"]
-Norm = Literal["bn", "deconv"]
+Norm = Literal["bn", "gn", "deconv", "none"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "one_cycle", "constant", "piecewise_linear"]
 Optimizer = Literal["sgd", "adamw"]
@@ -103,7 +103,9 @@ class ModelSpec:
     name: str
     """A timm model name (``ndeconv models``: the paper's CIFAR models); segmentation: ``torchvision:<model>``."""
     norm: Norm = "deconv"
-    """``deconv``: network deconvolution (BatchNorm removed); ``bn``: the model as built."""
+    """``deconv``: network deconvolution (BatchNorm removed); ``bn``: the model as built; ``gn``: GroupNorm
+    (32 groups, or the largest divisor of the channels below); ``none``: norms removed, nothing whitened
+    (``ndeconv.convert_norm``)."""
     init: Init = "pytorch"
     """``pytorch``: PyTorch's default initialisation of every layer (the paper's); ``model``: the model's own."""
     drop_rate: float = 0.0

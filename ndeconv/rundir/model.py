@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model
 from torch import Tensor, nn
 
-from ..convert import deconvolve
+from ..convert import convert_norm, deconvolve
 from ..errors import RecipeError, RunDirError, first_line
 from ..freeze import freeze
 from ..fuse import fuse as fuse_model
@@ -32,8 +32,8 @@ __all__ = ["build_model", "load_run_model", "load_trained", "read_pretrained", "
 def build_model(recipe: Recipe, task: Task | None = None, *, pretrained: bool = False,
                 calibration: Sequence[Tensor] | None = None) -> nn.Module:
     """The recipe's task's architecture (a timm classifier, a segmentation model) for its data,
-    initialised as ``model.init`` says, deconvolved when ``model.norm`` is ``deconv`` (``task``:
-    the recipe's, resolved by the caller; else resolved here).
+    initialised as ``model.init`` says, its norms converted to ``model.norm`` (``ndeconv.convert_norm``;
+    ``task``: the recipe's, resolved by the caller; else resolved here).
 
     ``pretrained``: start from ``model.pretrained``'s weights (a training run does; a model whose
     weights come from a checkpoint or a run does not). With ``model.calibrate`` the conversion
@@ -56,6 +56,8 @@ def build_model(recipe: Recipe, task: Task | None = None, *, pretrained: bool = 
             deconvolve(model, m.deconv)
         if m.freeze:
             freeze(model)
+    else:
+        convert_norm(model, m.norm)
     return model
 
 

@@ -14,7 +14,10 @@ from ..tasks import Task, resolve_task
 
 __all__ = ["model_card"]
 
-_NORM = {"deconv": "network deconvolution", "bn": "batch normalisation"}
+_NORM = {"deconv": "network deconvolution", "bn": "batch normalisation", "gn": "group normalisation",
+         "none": "no normalisation"}
+_TAG = {"deconv": "network-deconvolution", "bn": "batch-normalization", "gn": "group-normalization",
+        "none": "no-normalization"}
 
 
 def _metadata(recipe: Recipe, results: dict, t: Task) -> dict:
@@ -23,8 +26,7 @@ def _metadata(recipe: Recipe, results: dict, t: Task) -> dict:
     task, task_name, label, score = t.hub_tag, t.hub_name, t.card_metric, t.metric
     meta = {
         "library_name": "ndeconv",
-        "tags": [task, "timm", "ndeconv", "network-deconvolution" if recipe.model.norm == "deconv"
-                 else "batch-normalization"],
+        "tags": [task, "timm", "ndeconv", _TAG[recipe.model.norm]],
         "datasets": [dataset],
         "metrics": [score],
         "model-index": [{
@@ -49,7 +51,7 @@ def model_card(recipe: Recipe, results: dict, rows: list[dict], task: Task | Non
     """The card's markdown for a run trained with ``recipe`` (its ``task``, resolved here if not given)
     that reported ``results`` and per-epoch ``rows``."""
     task = task or resolve_task(recipe)
-    norm = _NORM.get(recipe.model.norm, recipe.model.norm)
+    norm = _NORM[recipe.model.norm]
     score, label = task.metric, task.card_metric
     summary = [[label, f"{100 * results[score]:.2f}%"],
                [f"best {label}", f"{100 * results[f'best_{score}']:.2f}%"],
