@@ -21,12 +21,13 @@ from ..outputs import write_text
 from .grid import DEFAULT_NORMS, LABEL, NORMS, Cell, parse_grid, run_comparison
 from .plot import plot_curves
 from .report import equal_time_table, rich_table, table_csv, table_markdown
-from .rows import (accuracy_curve, best_rows, diverged, equal_seconds_rows, equal_time_rows, setting_rows,
-                   table_rows, time_to_accuracy_rows)
+from .rows import (accuracy_curve, best_rows, diverged, equal_seconds_rows, equal_time_rows, lead, norm_labels,
+                   setting_rows, table_rows, time_to_accuracy_rows)
 
 __all__ = ["Cell", "NORMS", "DEFAULT_NORMS", "LABEL", "parse_grid", "run_comparison", "table_rows", "setting_rows",
-           "best_rows", "equal_time_rows", "accuracy_curve", "equal_seconds_rows", "time_to_accuracy_rows", "diverged",
-           "table_markdown", "table_csv", "rich_table", "equal_time_table", "plot_curves", "write_outputs"]
+           "best_rows", "equal_time_rows", "lead", "norm_labels", "accuracy_curve", "equal_seconds_rows",
+           "time_to_accuracy_rows", "diverged", "table_markdown", "table_csv", "rich_table", "equal_time_table",
+           "plot_curves", "write_outputs"]
 
 
 def write_outputs(cells: list[Cell], epochs: list[int], out: Path, title: str,
