@@ -17,7 +17,7 @@ from .errors import UnsupportedLayerError
 from .norms import NORM_NAMES
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
-__all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "UnsupportedLayerError", "NORM_NAMES"]
+__all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
 
 
 @dataclass
