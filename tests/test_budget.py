@@ -152,3 +152,27 @@ def test_calibration_restores_the_run_it_measured(tiny_parquet, tmp_path):
     assert seconds > 0 and learn.opt is None
     assert_identical(dict(learn.model.state_dict()), before)
     assert_identical(rng_state(learn), rng)
+
+
+def test_calibration_times_the_divergence_check(tiny_parquet, tmp_path, monkeypatch):
+    """Every step of a run pays the divergence check, so the timed steps run it too (left out, a
+    run of tiny steps overran its budget): it checks each of them, and nothing else is left in."""
+    from ndeconv.data import make_dataloaders
+    from ndeconv.rundir import build_model
+    from ndeconv.train import build_learner, make_accelerator
+    from ndeconv.train.callbacks import DivergenceCallback
+
+    steps = []
+    checked = DivergenceCallback.after_step
+
+    def counted(self):
+        steps.append(self.learn.train_iter)
+        checked(self)
+
+    monkeypatch.setattr(DivergenceCallback, "after_step", counted)
+    recipe, recorder = load_recipe(write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet)), StepRecorder()
+    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), build_model(recipe),
+                          make_accelerator("fp32", cpu=True), cbs=[recorder])
+    budget_mod.measure_step_seconds(learn, warmup=1, timed=2)
+    assert steps == [0, 1, 2]
+    assert not hasattr(recorder, "lrs")  # an extra callback never saw those steps

@@ -304,3 +304,25 @@ def test_an_undecodable_image_uncached_is_one_line_naming_split_and_row(tiny_par
     result = runner.invoke(app, ["train", str(recipe), "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 2 and "training split: image 23 of column 'img' cannot be decoded" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("values, finite", [([3e38, 3e38, -3e38, 3e38], True),  # a float32 sum would overflow
+                                            ([1.0, float("inf"), 2.0, 3.0], False),
+                                            ([float("inf"), float("-inf"), 0.0, 0.0], False),  # inf - inf
+                                            ([1.0, 2.0, float("nan"), 0.0], False)])
+def test_the_weight_check_is_exact(values, finite):
+    """Weights count as diverged exactly when one of them is NaN or infinite, however large the rest."""
+    from types import SimpleNamespace
+
+    from ndeconv.train.callbacks import DivergenceCallback, NonFinite
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(values).view(2, 2))
+    check = DivergenceCallback()
+    check.learn = SimpleNamespace(model=model, epoch=0, iter=0, opt=SimpleNamespace(hypers=[{"lr": 0.1}]))
+    if finite:
+        check.after_step()
+    else:
+        with pytest.raises(NonFinite, match="the weights after the step are not finite"):
+            check.after_step()

@@ -72,16 +72,17 @@ def measure_step_seconds(learn, warmup: int = WARMUP_STEPS, timed: int = TIMED_S
     """Seconds per training step of ``learn`` (data, forward, backward, optimizer step), measured on
     real batches and then undone: weights, buffers, optimizer and random states are restored.
 
-    Only the training machinery runs (fastai's core callbacks and the Accelerator's): the run
-    directory, progress, trackers and any extra callbacks never see these steps. With several
+    Only the training machinery runs (fastai's core callbacks, the Accelerator's and the
+    divergence check, which every step of the run pays): the run directory, progress, trackers
+    and any extra callbacks never see these steps. With several
     processes every rank takes the same steps and all keep the slowest rank's time.
     """
-    from .callbacks import AcceleratorCallback
+    from .callbacks import AcceleratorCallback, DivergenceCallback
 
     model = learn.model.module if hasattr(learn.model, "module") else learn.model
     saved_model, saved_rng = copy.deepcopy(model.state_dict()), rng_state(learn)
     saved_opt = copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None
-    machinery = (TrainEvalCallback, Recorder, CastToTensor, AcceleratorCallback)
+    machinery = (TrainEvalCallback, Recorder, CastToTensor, AcceleratorCallback, DivergenceCallback)
     left_out = [cb for cb in learn.cbs if not isinstance(cb, machinery)]
     timer = StepTimer(warmup, timed)
     n_batches = len(learn.dls.train)
