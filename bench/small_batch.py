@@ -4,7 +4,7 @@ or for the same epochs.
     python bench/small_batch.py --data ../shared/data/cifar10 [--models vgg11_cifar,resnet18_cifar]
                                 [--batch 2,8] [--budget 90s | --epochs 1] [--limit-train 10000]
                                 [--recipe cifar10] [--base-lr 0.1] [--base-batch 128] [--goal 3]
-                                [--out runs/small-batch]
+                                [--grid deconv:model.deconv.preset=paper,fast] [--out runs/small-batch]
     python bench/small_batch.py --recipe digit_canvas --models resnet18 --base-lr 0.05 --base-batch 32 \
                                 --epochs 1 --limit-train 0 --out runs/small-batch-seg
 
@@ -14,7 +14,9 @@ epochs) at each learning rate of a small grid scaled from the recipe's (``--base
 time, as ``ndeconv compare`` does (its output directories are ordinary comparisons, reused when
 they exist). Prints one table per model and batch: each norm's best score (accuracy, or mean IoU
 for segmentation) with its rate, optimizer steps and training seconds, and ND's lead over the
-best of the others against ``--goal`` points. Run it on a quiet machine: a budgeted run's step
+best of the others against ``--goal`` points. ``--grid`` adds settings to the grid as ``ndeconv
+compare --grid`` takes them (``deconv:model.deconv.preset=paper,fast``: ND with either preset);
+each norm's best is then over every setting it trained. Run it on a quiet machine: a budgeted run's step
 count comes from timing its first steps.
 """
 
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--base-lr", type=float, default=0.1, help="the learning rate at --base-batch")
     parser.add_argument("--base-batch", type=int, default=128)
     parser.add_argument("--goal", type=float, default=3.0, help="ND's lead over the best other norm, in points")
+    parser.add_argument("--grid", action="append", default=[], help="more grid settings, as compare's --grid")
     parser.add_argument("--out", type=Path, default=Path("runs/small-batch"))
     args = parser.parse_args()
 
@@ -70,7 +73,7 @@ def main() -> None:
             grid = rates(batch, args.base_lr, args.base_batch)
             out = args.out / f"{model}-batch{batch}"
             cells = run_comparison(recipe, [model], [args.epochs] if args.epochs else [], out, progress=False,
-                                   norms=norms, grid=parse_grid([f"optim.lr={','.join(grid)}"]),
+                                   norms=norms, grid=parse_grid([f"optim.lr={','.join(grid)}", *args.grid]),
                                    time_budgets=[] if args.epochs else [args.budget])
             write_outputs(cells, [args.epochs] if args.epochs else [], out,
                           f"{model} at batch {batch}: every norm, {length}")
