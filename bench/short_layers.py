@@ -33,49 +33,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speedrun_plain import load_split  # noqa: E402
 
 
-def samples_per_image(model: torch.nn.Module, size: int = 32) -> dict[str, tuple[int, int]]:
-    """``{layer path: (samples one image gives at the sampling stride, covariance width)}``."""
-    counts: dict[str, tuple[int, int]] = {}
-    hooks = []
-    for path, layer in model.named_modules():
-        if isinstance(layer, ndeconv.FastDeconv):
-            def count(module, args, path=path):
-                padding = (0, 0) if isinstance(module.padding, str) else module.padding
-                samples = module._patch_samples(args[0][:1], padding, module.sampling_stride)
-                counts[path] = (samples.shape[1], samples.shape[2])
-            hooks.append(layer.register_forward_pre_hook(count))
-    with torch.no_grad():
-        model.train()(torch.randn(2, 3, size, size))
-    for hook in hooks:
-        hook.remove()
-    return counts
-
-
 def _padding(layer: ndeconv.FastDeconv) -> tuple[int, ...]:
     return (0, 0) if isinstance(layer.padding, str) else layer.padding
 
 
-def layer_ranks(model: torch.nn.Module, images: torch.Tensor) -> dict[str, tuple[int, int, float, float]]:
-    """``{layer path: (f, m, rank, shrinkage)}`` of each conv deconvolution layer's batch covariance on
-    ``images`` (the samples the layer takes, rank and intensity as means over column groups)."""
-    found: dict[str, tuple[int, int, float, float]] = {}
-
-    def record(module, args, path):
-        samples = module._statistics_samples(lambda s: module._patch_samples(args[0], _padding(module), s)).double()
-        _, cov = DF.whitening_stats(samples, 0.0)
-        g, m, f = samples.shape
-        rank = torch.linalg.matrix_rank(cov).double().mean().item()
-        short = module.small_batch and m < f
-        shrink = DF.diagonal_shrinkage(samples).mean().item() if short else 0.0
-        found[path] = (f, m, rank, shrink)
-
-    hooks = [layer.register_forward_pre_hook(lambda m, a, p=path: record(m, a, p))
+def _each_layer(model: torch.nn.Module, images: torch.Tensor, measure) -> dict:
+    """``{layer path: measure(layer, its input)}`` for every conv deconvolution layer, from one
+    training-mode forward of ``images``."""
+    found = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, args, p=path: found.__setitem__(p, measure(m, args[0])))
              for path, layer in model.named_modules() if isinstance(layer, ndeconv.FastDeconv)]
     with torch.no_grad():
         model.train()(images)
     for hook in hooks:
         hook.remove()
     return found
+
+
+def samples_per_image(model: torch.nn.Module, size: int = 32) -> dict[str, tuple[int, int]]:
+    """``{layer path: (samples one image gives at the sampling stride, covariance width)}``."""
+    def count(layer, x):
+        samples = layer._patch_samples(x[:1], _padding(layer), layer.sampling_stride)
+        return samples.shape[1], samples.shape[2]
+    return _each_layer(model, torch.randn(2, 3, size, size), count)
+
+
+def layer_ranks(model: torch.nn.Module, images: torch.Tensor) -> dict[str, tuple[int, int, float, float]]:
+    """``{layer path: (f, m, rank, shrinkage)}`` of each conv deconvolution layer's batch covariance on
+    ``images`` (the samples the layer takes, rank and intensity as means over column groups)."""
+    def record(layer, x):
+        samples = layer._statistics_samples(lambda s: layer._patch_samples(x, _padding(layer), s)).double()
+        _, cov = DF.whitening_stats(samples, 0.0)
+        _, m, f = samples.shape
+        rank = torch.linalg.matrix_rank(cov).double().mean().item()
+        shrink = DF.diagonal_shrinkage(samples).mean().item() if layer.small_batch and m < f else 0.0
+        return f, m, rank, shrink
+    return _each_layer(model, images, record)
 
 
 def print_ranks(name: str, batches: list[int], images: torch.Tensor) -> None:
@@ -105,8 +98,9 @@ def main() -> None:
     if args.ranks:
         if args.data is None:
             parser.error("--ranks needs --data")
-        images = load_split(args.data / "test.parquet")[0][torch.randperm(10000, generator=torch.Generator()
-                                                                          .manual_seed(0))[:max(batches)]]
+        test_images = load_split(args.data / "test.parquet")[0]
+        pick = torch.randperm(len(test_images), generator=torch.Generator().manual_seed(0))[:max(batches)]
+        images = test_images[pick]
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             print_ranks(name, batches, images)
         return
