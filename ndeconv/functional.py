@@ -28,6 +28,8 @@ from ._autograd import (ConvPatchSamples, NewtonSchulz, PatchGeometry, SyncWhite
 __all__ = [
     "resolve_block",
     "same_padding",
+    "conv_output_size",
+    "coarsest_sampling_stride",
     "conv_patch_samples",
     "conv_transpose_patch_samples",
     "linear_samples",
@@ -73,6 +75,29 @@ def same_padding(size: Sequence[int], kernel_size: int | Sequence[int], stride: 
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads
     return left, right, top, bottom
+
+
+def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    """Output positions along each axis of a convolution of an input of spatial ``size``."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip(size, kernel_size, stride, padding, dilation))
+
+
+def coarsest_sampling_stride(positions: Sequence[int], samples_per_position: int, f: int, samples_per_dim: int,
+                             sampling_stride: int) -> int:
+    """The coarsest sampling stride, at least ``sampling_stride``, whose sampled positions (every
+    s-th of ``positions`` along each axis, ``samples_per_position`` samples each) still give
+    ``samples_per_dim * f`` samples of an ``f``-dimensional covariance: large feature maps, whose
+    patches give far more samples than a stable estimate needs, are sampled more sparsely.
+    ``sampling_stride`` itself if even that gives fewer."""
+    def samples(s: int) -> int:
+        return samples_per_position * math.prod(-(-n // s) for n in positions)
+
+    stride, wanted = sampling_stride, samples_per_dim * f
+    while stride < max(positions) and samples(stride + 1) >= wanted:
+        stride += 1
+    return stride
 
 
 def _check_block(per_group: int, block: int) -> None:

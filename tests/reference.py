@@ -96,6 +96,16 @@ def small_batch_covariance(sampled, f: int, eps: float, small_batch: bool) -> tu
     return mu, cov
 
 
+def coarsest_stride(sampled, f: int, sampling_stride: int, samples_per_dim, largest: int) -> int:
+    """By trying every stride up to ``largest``: the largest one, at least ``sampling_stride``, whose
+    ``sampled(stride)`` gives ``samples_per_dim * f`` samples (``sampling_stride`` if none does, or
+    without ``samples_per_dim``)."""
+    if samples_per_dim is None:
+        return sampling_stride
+    enough = [s for s in range(sampling_stride, largest + 1) if len(sampled(s)) >= samples_per_dim * f]
+    return max(enough, default=sampling_stride)
+
+
 def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
     """Patch seen at output (i, j): channel-major, then ky, then kx."""
     rows = i * stride[0] + dilation[0] * np.arange(kh)
@@ -105,12 +115,13 @@ def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
 
 def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                 block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None, whiten=True, warm=None,
-                small_batch=True):
+                small_batch=True, samples_per_dim=None):
     """Training-mode FastDeconv output, and (mu, D) per conv group: those of the batch, or the given
     ``stats`` (a layer whitening with its running estimate).
 
     ``whiten=False`` convolves the input as it is. ``warm = (inits, n)``: the batch's D from the
-    previous ones (one per conv group). ``small_batch``: see :func:`small_batch_covariance`."""
+    previous ones (one per conv group). ``small_batch``: see :func:`small_batch_covariance`;
+    ``samples_per_dim``: the sampling stride of :func:`coarsest_stride`."""
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     n_batch, channels, height, width = x.shape
@@ -130,8 +141,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
         if not whiten:
             mu, deconv = np.zeros(f), np.eye(f)
         elif stats is None:
-            def sampled(step, chans=chans, column_groups=column_groups):
-                step = step or sampling_stride
+            def at_stride(step, chans=chans, column_groups=column_groups):
                 return [
                     conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
                     for n in range(n_batch)
@@ -139,7 +149,8 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
                     for j in range(0, wo, step)
                     for cols in column_groups
                 ]
-            mu, cov = small_batch_covariance(sampled, f, eps, small_batch)
+            base = coarsest_stride(at_stride, f, sampling_stride, samples_per_dim, max(ho, wo))
+            mu, cov = small_batch_covariance(lambda step: at_stride(step or base), f, eps, small_batch)
             deconv = newton_schulz(cov, n_iter) if warm is None else newton_schulz_warm(cov, warm[0][g], warm[1])
         else:
             mu, deconv = (np.asarray(a, dtype=np.float64) for a in stats[g])
@@ -200,7 +211,7 @@ def fast_deconv3d(x, weight, bias, *, stride=(1, 1, 1), padding=(0, 0, 0), dilat
 
 def fast_deconv_transpose2d(x, weight, bias, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
                             dilation=(1, 1), groups=1, block=64, sampling_stride=3, eps=1e-5, n_iter=5,
-                            small_batch=True):
+                            small_batch=True, samples_per_dim=None):
     """Training-mode FastDeconvTranspose2d from the definition of a transposed convolution: output
     pixel (u, v) sums weight[c, o, a, b] * x[c, i, j] over i*s - p + a*d = u, j*s - p + b*d = v.
     Its patch P[c, a, b] is that x value (0 where no such input pixel exists), in weight order."""
@@ -229,11 +240,12 @@ def fast_deconv_transpose2d(x, weight, bias, *, stride=(1, 1), padding=(0, 0), o
     for g in range(groups):
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
-        def sampled(step, chans=chans, column_groups=column_groups):
-            step = step or sampling_stride
+        def at_stride(step, chans=chans, column_groups=column_groups):
             return [patch(n, u, v, chans)[cols] for n in range(n_batch) for u in range(0, ho, step)
                     for v in range(0, wo, step) for cols in column_groups]
-        mu, cov = small_batch_covariance(sampled, len(column_groups[0]), eps, small_batch)
+        f = len(column_groups[0])
+        base = coarsest_stride(at_stride, f, sampling_stride, samples_per_dim, max(ho, wo))
+        mu, cov = small_batch_covariance(lambda step: at_stride(step or base), f, eps, small_batch)
         deconv = newton_schulz(cov, n_iter)
         stats.append((mu, deconv))
         for o_local in range(out_per_group):

@@ -4,7 +4,7 @@ whitened forward (padding, statistics, fold, one convolution), ``fused()`` and t
 from __future__ import annotations
 
 import math
-from typing import Callable, Unpack
+from typing import Callable, Sequence, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -30,16 +30,21 @@ class ConvDeconvMixin:
 
     block: int
     sampling_stride: int
+    samples_per_dim: int | None
     plain: type[nn.Module]
 
     def _init_deconv(self, device: torch.device | str | None, dtype: torch.dtype | None, block: int = 64,
-                     sampling_stride: int = 3, small_batch: bool = True, **whitening) -> None:
+                     sampling_stride: int = 3, small_batch: bool = True, samples_per_dim: int | None = None,
+                     **whitening) -> None:
         """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
         if sampling_stride < 1:
             raise ValueError(f"sampling_stride must be a positive integer, got {sampling_stride}")
+        if samples_per_dim is not None and (isinstance(samples_per_dim, bool) or samples_per_dim < 1):
+            raise ValueError(f"samples_per_dim must be a positive integer or None, got {samples_per_dim}")
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
         self.sampling_stride, self.small_batch = int(sampling_stride), bool(small_batch)
+        self.samples_per_dim = None if samples_per_dim is None else int(samples_per_dim)
         self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype,
                              channels=self.in_channels, **whitening)
 
@@ -69,15 +74,27 @@ class ConvDeconvMixin:
     def _patch_samples(self, x: Tensor, padding: tuple[int, ...], sampling_stride: int) -> Tensor:
         raise NotImplementedError
 
-    def _statistics_samples(self, patches: Callable[[int], Tensor]) -> Tensor:
-        """The samples the batch statistics come from: ``patches(sampling_stride)``, or with
-        ``small_batch`` ``patches(1)`` (every position) when those are fewer than the covariance is
-        wide (a small batch, a small feature map); the covariance of fewer samples than that is then
-        shrunk towards its diagonal (:meth:`_estimate`)."""
-        samples = patches(self.sampling_stride)
-        if self.small_batch and self.sampling_stride > 1 and samples.shape[1] < samples.shape[2]:
+    def _statistics_samples(self, patches: Callable[[int], Tensor], n: int, positions: Sequence[int]) -> Tensor:
+        """The samples the batch statistics of ``n`` inputs come from (``positions``: the output
+        positions along each axis): ``patches(stride)`` at :meth:`_sampling_stride_for`'s stride,
+        or with ``small_batch`` ``patches(1)`` (every position) when those are fewer than the
+        covariance is wide (a small batch, a small feature map); the covariance of fewer samples
+        than that is then shrunk towards its diagonal (:meth:`_estimate`)."""
+        stride = self._sampling_stride_for(n, positions)
+        samples = patches(stride)
+        if self.small_batch and stride > 1 and samples.shape[1] < samples.shape[2]:
             return patches(1)
         return samples
+
+    def _sampling_stride_for(self, n: int, positions: Sequence[int]) -> int:
+        """``sampling_stride``, or with ``samples_per_dim`` the coarsest stride at least as large whose
+        positions still give that many samples per dimension of the covariance
+        (:func:`ndeconv.functional.coarsest_sampling_stride`)."""
+        if self.samples_per_dim is None:
+            return self.sampling_stride
+        per_position = n * (self.in_channels // self.groups // self.block)
+        return DF.coarsest_sampling_stride(positions, per_position, self.running_deconv.shape[-1],
+                                           self.samples_per_dim, self.sampling_stride)
 
     def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
         """The conv weight and bias with the whitening ``(mean, deconv)`` folded in (as they are for
@@ -116,7 +133,9 @@ class ConvDeconvMixin:
         def patches(sampling_stride: int) -> Tensor:
             return self._patch_samples(x, padding, sampling_stride)
 
-        return self._whitened(x, lambda: self._statistics_samples(patches), lambda weight, bias: _CONV_FNS[dims](
+        positions = DF.conv_output_size(x.shape[2:], self.kernel_size, self.stride, padding, self.dilation)
+        return self._whitened(x, lambda: self._statistics_samples(patches, x.shape[0], positions),
+                              lambda weight, bias: _CONV_FNS[dims](
             x, weight, bias, self.stride, padding, self.dilation, self.groups))
 
     @torch.no_grad()
@@ -138,6 +157,7 @@ class ConvDeconvMixin:
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}, "
+            f"{'' if self.samples_per_dim is None else f'samples_per_dim={self.samples_per_dim}, '}"
             f"{'' if self.small_batch else 'small_batch=False, '}"
             f"{self._whitening_extra_repr()}"
         )

@@ -35,13 +35,14 @@ def float32_math(device: torch.device) -> Iterator[None]:
 class WhiteningSettings(TypedDict, total=False):
     """The whitening settings every deconvolution layer takes, as keywords after the arguments of
     its ``torch.nn`` twin and in this order (what each does: :class:`WhiteningState`;
-    ``sampling_stride`` is for the conv layers and ``ChannelDeconv``, ``small_batch`` for the conv
-    layers). A model's conversion sets
+    ``sampling_stride`` is for the conv layers and ``ChannelDeconv``, ``small_batch`` and
+    ``samples_per_dim`` for the conv layers). A model's conversion sets
     them from one :class:`~ndeconv.DeconvConfig`."""
 
     block: int
     sampling_stride: int
     small_batch: bool
+    samples_per_dim: int | None
     eps: float
     n_iter: int
     momentum: float
@@ -88,6 +89,11 @@ class WhiteningState:
     cheap normalisation of the layers between whitened ones. ``warm_start = n`` computes ``D``
     on an update step from the last update's in ``n`` Newton-Schulz steps
     (:func:`ndeconv.functional.isqrt_newton_schulz_warm`).
+
+    ``samples_per_dim`` (conv layers): statistics from the coarsest sampling stride, at least
+    ``sampling_stride``, that still gives that many samples per dimension of the covariance
+    (``m >= samples_per_dim * f``): large early feature maps give far more than a stable estimate
+    needs, and gathering and multiplying them is most of the statistics' cost.
 
     ``small_batch`` (the conv layers' default): a batch whose sampled positions give fewer samples
     than the covariance is wide takes every position instead, and a covariance still estimated

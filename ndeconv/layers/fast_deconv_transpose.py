@@ -62,5 +62,10 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
                 x, self.kernel_size, block=self.block, groups=self.groups, stride=self.stride, padding=self.padding,
                 output_padding=output_padding, dilation=self.dilation, sampling_stride=sampling_stride)
 
-        return self._whitened(x, lambda: self._statistics_samples(patches), lambda weight, bias: F.conv_transpose2d(
-            x, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation))
+        def conv(weight: Tensor, bias: Tensor) -> Tensor:
+            return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, output_padding, self.groups,
+                                      self.dilation)
+
+        positions = tuple((n - 1) * s - 2 * p + d * (k - 1) + q + 1 for n, s, p, d, k, q in zip(
+            x.shape[2:], self.stride, self.padding, self.dilation, self.kernel_size, output_padding))
+        return self._whitened(x, lambda: self._statistics_samples(patches, x.shape[0], positions), conv)

@@ -340,6 +340,7 @@ def _check_values(r: Recipe) -> None:
         _positive(f"model.deconv.{key}", getattr(r.model.deconv, key), allow_zero=key == "block_fc")
     _positive("model.deconv.eps", r.model.deconv.eps)
     _positive("model.deconv.max_samples", r.model.deconv.max_samples)
+    _positive("model.deconv.samples_per_dim", r.model.deconv.samples_per_dim)
     _positive("model.deconv.update_every", r.model.deconv.update_every)
     _positive("model.deconv.whiten_every", r.model.deconv.whiten_every)
     _positive("model.deconv.warm_start", r.model.deconv.warm_start, allow_zero=True)
