@@ -15,6 +15,7 @@ from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe
 
 import reference
+from layer_check import check_training_step
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -46,29 +47,6 @@ CASES = [
 ]
 
 
-def _check_against(layer, x, reference_fn, gen):
-    """Output, running estimates and the gradients to input and weight against ``reference_fn(x, w, b)``."""
-    y = layer(x)
-    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
-    expected, stats = reference_fn(x.detach().numpy(), w, b)
-    np.testing.assert_allclose(y.detach().numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-    for grp, (mu, _) in enumerate(stats):
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-    grad_out = torch.randn(y.shape, dtype=torch.float64, generator=gen)
-    y.backward(grad_out)
-    h = 1e-5
-    for name, grad, point in (("input", x.grad, x.detach().numpy()), ("weight", layer.weight.grad, w)):
-        direction = torch.randn(point.shape, dtype=torch.float64, generator=gen).numpy()
-
-        def value(t):
-            moved = point + t * direction
-            args = (moved, w, b) if name == "input" else (x.detach().numpy(), moved, b)
-            return float((reference_fn(*args)[0] * grad_out.numpy()).sum())
-
-        expected_d = (value(h) - value(-h)) / (2 * h)
-        assert float((grad.numpy() * direction).sum()) == pytest.approx(expected_d, rel=1e-6, abs=1e-9), name
-
-
 @pytest.mark.parametrize("g", CASES, ids=["stride1", "strided_conv", "unpadded"])
 def test_the_layer_matches_the_float64_reference(g):
     gen = torch.Generator().manual_seed(3)
@@ -84,7 +62,7 @@ def test_the_layer_matches_the_float64_reference(g):
         return reference.fast_deconv(x, w, b, stride=(g["stride"],) * 2, padding=(g["padding"],) * 2,
                                      block=g["block"], sampling_stride=g["s"], samples_per_dim=g["r"])
 
-    _check_against(layer, x, expected, gen)
+    check_training_step(layer, x, expected, gen)
     paper = reference.fast_deconv(x.detach().numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(),
                                   stride=(g["stride"],) * 2, padding=(g["padding"],) * 2, block=g["block"],
                                   sampling_stride=g["s"])[0]
@@ -106,7 +84,7 @@ def test_the_transposed_layer_matches_the_float64_reference():
         return reference.fast_deconv_transpose2d(x, w, b, stride=(2, 2), padding=(1, 1), output_padding=(1, 1),
                                                  block=1, sampling_stride=1, samples_per_dim=9)
 
-    _check_against(layer, x, expected, gen)
+    check_training_step(layer, x, expected, gen)
 
 
 def test_the_one_dimensional_layer_samples_its_one_axis():
@@ -123,7 +101,7 @@ def test_the_one_dimensional_layer_samples_its_one_axis():
                                          sampling_stride=1, samples_per_dim=2)
         return y[:, :, 0], stats
 
-    _check_against(layer, x, expected, gen)
+    check_training_step(layer, x, expected, gen)
 
 
 def test_eval_and_fuse_use_the_running_estimates():

@@ -9,6 +9,7 @@ import ndeconv
 from ndeconv import functional as DF
 
 import reference
+from layer_check import check_training_step
 
 
 @pytest.mark.parametrize("m, f", [(1, 4), (2, 6), (5, 9), (40, 12), (300, 5)])
@@ -61,27 +62,7 @@ def test_small_batch_layer_matches_the_float64_reference(g):
     gen = torch.Generator().manual_seed(1)
     layer = _layer(g)
     x = (torch.randn(g["n"], g["cin"], *g["hw"], dtype=torch.float64, generator=gen) * 2 + 0.5).requires_grad_()
-    y = layer(x)
-    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
-    expected, stats = _reference(g, x.detach().numpy(), w, b)
-    np.testing.assert_allclose(y.detach().numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-    for grp, (mu, deconv) in enumerate(stats):  # the running estimates move towards what the batch used
-        np.testing.assert_allclose(layer.running_mean[grp].numpy(), 0.1 * mu, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(layer.running_deconv[grp].numpy(), 0.1 * deconv + 0.9 * np.eye(len(deconv)),
-                                   rtol=1e-6, atol=1e-9)
-    grad_out = torch.randn(y.shape, dtype=torch.float64, generator=gen)
-    y.backward(grad_out)
-    h = 1e-5
-    for name, grad, point in (("input", x.grad, x.detach().numpy()), ("weight", layer.weight.grad, w)):
-        direction = torch.randn(point.shape, dtype=torch.float64, generator=gen).numpy()
-
-        def value(t):
-            moved = point + t * direction
-            args = (moved, w, b) if name == "input" else (x.detach().numpy(), moved, b)
-            return float((_reference(g, *args)[0] * grad_out.numpy()).sum())
-
-        expected_d = (value(h) - value(-h)) / (2 * h)
-        assert float((grad.numpy() * direction).sum()) == pytest.approx(expected_d, rel=1e-6, abs=1e-9), name
+    check_training_step(layer, x, lambda *args: _reference(g, *args), gen)
     layer.eval()
     with torch.no_grad():
         evaluated = layer(x.detach())
