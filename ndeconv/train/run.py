@@ -60,7 +60,8 @@ def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerat
         f"best_{score}": max((r[score] for r in rows), default=None),
         "seconds": round(sum(r["seconds"] for r in rows), 3),
         "train_seconds": round(sum(r["train_seconds"] for r in rows), 3),
-        "budget": recipe.train.budget, "steps": recipe.train.steps, "step_seconds": recipe.train.step_seconds,
+        "budget": recipe.train.budget, "steps": _optimizer_steps(recipe, dls, len(rows)),
+        "step_seconds": recipe.train.step_seconds,
         "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
         "classes": getattr(dls, "class_names", None),
@@ -68,6 +69,12 @@ def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerat
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
         "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
     }
+
+
+def _optimizer_steps(recipe: Recipe, dls, epochs: int) -> int:
+    """The optimizer steps of each process: a budget's or a step count's fixed number, else the
+    training loader's batches per epoch times the epochs run."""
+    return recipe.train.steps if recipe.train.steps is not None else len(dls.train) * epochs
 
 
 def _calibration_batches(dls, recipe: Recipe) -> list[torch.Tensor] | None:
