@@ -62,9 +62,7 @@ def layer_ranks(model: torch.nn.Module, images: torch.Tensor) -> dict[str, tuple
     """``{layer path: (f, m, rank, shrinkage)}`` of each conv deconvolution layer's batch covariance on
     ``images`` (the samples the layer takes, rank and intensity as means over column groups)."""
     def record(layer, x):
-        positions = DF.conv_output_size(x.shape[2:], layer.kernel_size, layer.stride, _padding(layer), layer.dilation)
-        samples = layer._statistics_samples(lambda s: layer._patch_samples(x, _padding(layer), s), x.shape[0],
-                                            positions).double()
+        samples = layer._batch_samples(x, _padding(layer)).double()
         _, cov = DF.whitening_stats(samples, 0.0)
         _, m, f = samples.shape
         rank = torch.linalg.matrix_rank(cov).double().mean().item()

@@ -29,6 +29,7 @@ __all__ = [
     "resolve_block",
     "same_padding",
     "conv_output_size",
+    "conv_transpose_output_size",
     "coarsest_sampling_stride",
     "conv_patch_samples",
     "conv_transpose_patch_samples",
@@ -82,6 +83,14 @@ def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Se
     """Output positions along each axis of a convolution of an input of spatial ``size``."""
     return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
                  for n, k, s, p, d in zip(size, kernel_size, stride, padding, dilation))
+
+
+def conv_transpose_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                               padding: Sequence[int], output_padding: Sequence[int],
+                               dilation: Sequence[int]) -> tuple[int, ...]:
+    """Output positions along each axis of a transposed convolution of an input of spatial ``size``."""
+    return tuple((n - 1) * s - 2 * p + d * (k - 1) + q + 1
+                 for n, k, s, p, q, d in zip(size, kernel_size, stride, padding, output_padding, dilation))
 
 
 def coarsest_sampling_stride(positions: Sequence[int], samples_per_position: int, f: int, samples_per_dim: int,

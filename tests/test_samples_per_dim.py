@@ -32,11 +32,15 @@ def test_the_stride_rule_is_the_coarsest_that_keeps_enough_samples(seed):
     assert DF.coarsest_sampling_stride(positions, per_position, f, per_dim, base) == max(enough, default=base)
 
 
-def test_the_output_size_is_the_convolutions():
+def test_the_output_sizes_are_the_convolutions():
     x = torch.zeros(1, 1, 17, 12)
     for k, s, p, d in [(3, 1, 1, 1), (3, 2, 1, 1), (5, 3, 0, 2), (1, 2, 0, 1)]:
         size = DF.conv_output_size(x.shape[2:], (k, k), (s, s), (p, p), (d, d))
         assert size == tuple(torch.nn.functional.conv2d(x, torch.zeros(1, 1, k, k), None, s, p, d).shape[2:])
+        for q in range(s):  # every output padding the stride allows
+            size = DF.conv_transpose_output_size(x.shape[2:], (k, k), (s, s), (p, p), (q, q), (d, d))
+            assert size == tuple(torch.nn.functional.conv_transpose2d(x, torch.zeros(1, 1, k, k), None, s, p, q, 1,
+                                                                      d).shape[2:])
 
 
 # (in, out, kernel, stride, padding, block, sampling stride, samples per dim, hw, batch, stride chosen)

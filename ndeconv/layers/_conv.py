@@ -130,13 +130,16 @@ class ConvDeconvMixin:
         if self.padding_mode != "zeros" or isinstance(padding, str):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=PAD_MODES[self.padding_mode])
             padding = (0,) * dims
-        def patches(sampling_stride: int) -> Tensor:
-            return self._patch_samples(x, padding, sampling_stride)
 
+        def conv(weight: Tensor, bias: Tensor) -> Tensor:
+            return _CONV_FNS[dims](x, weight, bias, self.stride, padding, self.dilation, self.groups)
+
+        return self._whitened(x, lambda: self._batch_samples(x, padding), conv)
+
+    def _batch_samples(self, x: Tensor, padding: tuple[int, ...]) -> Tensor:
+        """:meth:`_statistics_samples` of a direct conv's input ``x`` (padded as ``padding`` says)."""
         positions = DF.conv_output_size(x.shape[2:], self.kernel_size, self.stride, padding, self.dilation)
-        return self._whitened(x, lambda: self._statistics_samples(patches, x.shape[0], positions),
-                              lambda weight, bias: _CONV_FNS[dims](
-            x, weight, bias, self.stride, padding, self.dilation, self.groups))
+        return self._statistics_samples(lambda s: self._patch_samples(x, padding, s), x.shape[0], positions)
 
     @torch.no_grad()
     def fused(self) -> nn.Module:

@@ -66,6 +66,9 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
             return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, output_padding, self.groups,
                                       self.dilation)
 
-        positions = tuple((n - 1) * s - 2 * p + d * (k - 1) + q + 1 for n, s, p, d, k, q in zip(
-            x.shape[2:], self.stride, self.padding, self.dilation, self.kernel_size, output_padding))
-        return self._whitened(x, lambda: self._statistics_samples(patches, x.shape[0], positions), conv)
+        def samples() -> Tensor:
+            positions = DF.conv_transpose_output_size(x.shape[2:], self.kernel_size, self.stride, self.padding,
+                                                      output_padding, self.dilation)
+            return self._statistics_samples(patches, x.shape[0], positions)
+
+        return self._whitened(x, samples, conv)
