@@ -4,14 +4,14 @@ or for the same epochs.
     python bench/small_batch.py --data ../shared/data/cifar10 [--models vgg11_cifar,resnet18_cifar]
                                 [--batch 2,8] [--budget 90s | --epochs 1] [--limit-train 10000]
                                 [--recipe cifar10] [--base-lr 0.1] [--base-batch 128] [--goal 3]
-                                [--grid deconv:model.deconv.preset=paper,fast] [--out runs/small-batch]
+                                [--grid deconv:model.deconv.preset=paper,fast] [--seed 0] [--out runs/small-batch]
     python bench/small_batch.py --recipe digit_canvas --models resnet18 --base-lr 0.05 --base-batch 32 \
                                 --epochs 1 --limit-train 0 --out runs/small-batch-seg
 
 For each model and batch size, trains every norm (``--norms``) for the time budget (or the
 epochs) at each learning rate of a small grid scaled from the recipe's (``--base-lr`` at
-``--base-batch``: ``lr b / base``, linear scaling, and ``lr sqrt(b / base)``), seed 0, one run at a
-time, as ``ndeconv compare`` does (its output directories are ordinary comparisons, reused when
+``--base-batch``: ``lr b / base``, linear scaling, and ``lr sqrt(b / base)``), seed ``--seed``, one run
+at a time, as ``ndeconv compare`` does (its output directories are ordinary comparisons, reused when
 they exist). Prints one table per model and batch: each norm's best score (accuracy, or mean IoU
 for segmentation) with its rate, optimizer steps and training seconds, and ND's lead over the
 best of the others against ``--goal`` points. ``--grid`` adds settings to the grid as ``ndeconv
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--base-batch", type=int, default=128)
     parser.add_argument("--goal", type=float, default=3.0, help="ND's lead over the best other norm, in points")
     parser.add_argument("--grid", action="append", default=[], help="more grid settings, as compare's --grid")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of every run (its own output folders)")
     parser.add_argument("--out", type=Path, default=Path("runs/small-batch"))
     args = parser.parse_args()
 
@@ -66,19 +67,20 @@ def main() -> None:
     length = f"{args.epochs} epoch(s)" if args.epochs else args.budget
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for batch in [int(b) for b in args.batch.split(",") if b.strip()]:
-            overrides = {"train.limit_train": args.limit_train or None, "train.batch_size": batch, "train.seed": 0}
+            overrides = {"train.limit_train": args.limit_train or None, "train.batch_size": batch,
+                         "train.seed": args.seed}
             if args.data is not None:
                 overrides["data.path"] = str(args.data.expanduser().resolve())
             recipe = load_recipe(args.recipe, overrides)
             grid = rates(batch, args.base_lr, args.base_batch)
-            out = args.out / f"{model}-batch{batch}"
+            out = args.out / (f"{model}-batch{batch}" + (f"-seed{args.seed}" if args.seed else ""))
             cells = run_comparison(recipe, [model], [args.epochs] if args.epochs else [], out, progress=False,
                                    norms=norms, grid=parse_grid([f"optim.lr={','.join(grid)}", *args.grid]),
                                    time_budgets=[] if args.epochs else [args.budget])
             write_outputs(cells, [args.epochs] if args.epochs else [], out,
                           f"{model} at batch {batch}: every norm, {length}")
             best = best_per_norm(setting_rows(cells))
-            print(f"\n{model}, batch {batch}, {length} (lr grid {', '.join(grid)})")
+            print(f"\n{model}, batch {batch}, {length}, seed {args.seed} (lr grid {', '.join(grid)})")
             print("| norm | score | lr | steps | training s |")
             print("|---|---|---|---|---|")
             for norm in norms:
