@@ -10,9 +10,9 @@ import torch.multiprocessing as mp
 import ndeconv
 
 
-def _layers(update_every=1, scale="none"):
+def _layers(update_every=1, scale="none", stats_grad=True):
     torch.manual_seed(0)
-    k = dict(n_iter=4, update_every=update_every)
+    k = dict(n_iter=4, update_every=update_every, stats_grad=stats_grad)
     conv = ndeconv.FastDeconv(6, 8, 3, padding=1, block=3, sampling_stride=1, scale=scale, **k).double()
     linear = ndeconv.Delinear(10, 4, block=5, scale=scale, **k).double()
     channel = ndeconv.ChannelDeconv(7, block=4, **k).double()  # 3 leftover channels
@@ -41,9 +41,9 @@ def _step(layers, x, z, c, shard=slice(None)):
 STEPS = 3  # with update_every = 2: update, reuse, update
 
 
-def _worker(rank, world, init_file, out_dir, update_every, scale):
+def _worker(rank, world, init_file, out_dir, update_every, scale, stats_grad):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    layers = _layers(update_every, scale)
+    layers = _layers(update_every, scale, stats_grad)
     for layer in layers:
         ndeconv.sync_deconv_stats(layer)
     shard = slice(rank * 4, rank * 4 + 4)
@@ -55,12 +55,16 @@ def _worker(rank, world, init_file, out_dir, update_every, scale):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("update_every, scale", [(1, "none"), (2, "none"), (2, "channel")])
-def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path, update_every, scale):
-    """With ``scale="channel"`` the fresh channel moments of every step are the global batch's too."""
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), update_every, scale), nprocs=2, join=True)
+@pytest.mark.parametrize("update_every, scale, stats_grad",
+                         [(1, "none", True), (2, "none", True), (2, "channel", True), (2, "channel", False)])
+def test_two_processes_whiten_with_the_statistics_of_the_concatenated_batch(tmp_path, update_every, scale,
+                                                                            stats_grad):
+    """With ``scale="channel"`` the fresh channel moments of every step are the global batch's too, and
+    with ``stats_grad=False`` they keep their gradient as in one process (only the mean and ``D`` lose it)."""
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), update_every, scale, stats_grad), nprocs=2,
+             join=True)
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
-    layers = _layers(update_every, scale)
+    layers = _layers(update_every, scale, stats_grad)
     for step in range(STEPS):  # all ranks update (and reuse) on the same steps
         outs, grads, state, wgrads = _step(layers, *_inputs())  # one process, the whole batch
         r0, r1 = ranks[0][step], ranks[1][step]

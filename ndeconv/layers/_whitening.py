@@ -227,10 +227,10 @@ class WhiteningState:
 
     def _synced_channel_norm(self, x: Tensor) -> Tensor:
         """The channel standardisation with the moments of the global batch (all processes), moving
-        the running ones as ``BatchNorm`` does (the variance unbiased)."""
+        the running ones as ``BatchNorm`` does (the variance unbiased); with their gradient whatever
+        ``stats_grad`` says, as in one process."""
         dim = -1 if self._features_last else 1
-        with self._stats_grad_mode():
-            mean, var = DF.channel_moments(x, dim, self.process_group, sync=True)
+        mean, var = DF.channel_moments(x, dim, self.process_group, sync=True)
         count = x.numel() // x.shape[dim] * torch.distributed.get_world_size(self.process_group)
         with torch.no_grad():
             self.running_input_mean.lerp_(mean.to(self.running_input_mean.dtype), self.momentum)
