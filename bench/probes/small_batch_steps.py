@@ -3,8 +3,8 @@
     python bench/probes/small_batch_steps.py --data ../shared/data/cifar10 --model resnet18_cifar \
         --batch 2 --steps 1250 --lr 0.0125 [--norm deconv|bn|gn|none] [key=value ...]
 
-The ``key=value`` pairs are ``ndeconv.deconvolve`` keywords (``preset=fast block_fc=0``). The loop is
-deliberately bare (no augmentation, a constant rate, SGD momentum 0.9, weight decay 1e-3, PyTorch's
+The ``key=value`` pairs are ``model.deconv`` settings of the cifar10 recipe (``preset=fast
+block_fc=0``), which builds the model as a training run does. The loop is deliberately bare (no augmentation, a constant rate, SGD momentum 0.9, weight decay 1e-3, PyTorch's
 default initialisation, seed 0) so that two settings differ in the layer only. It prints the mean
 training loss of each eighth of the run (ln 10 = 2.30 is chance), the gradient norm and the largest
 logit of its last step, and at the end the accuracy on the first 1,000 test images of a fixed
@@ -21,30 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import ndeconv
+from ndeconv.recipe import DataSpec, load_recipe
+from ndeconv.rundir import build_model
 
-MEAN, STD = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
 
-
-def load(data: Path, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images of ``split`` (a fixed shuffle: the parquet files are sorted by label), normalised."""
+def load(data: Path, split: str, n: int, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images of ``split`` (a fixed shuffle: the parquet files are sorted by label), normalised
+    with the recipe's mean and standard deviation."""
     frame = pd.concat([pd.read_parquet(f) for f in sorted(data.glob(f"{split}*.parquet"))])
     frame = frame.iloc[np.random.default_rng(0).permutation(len(frame))[:n]]
     x = np.stack([np.array(Image.open(io.BytesIO(d["bytes"]))) for d in frame["img"]]).astype(np.float32) / 255
-    x = ((x - MEAN) / STD).astype(np.float32)
+    x = ((x - np.array(spec.mean)) / np.array(spec.std)).astype(np.float32)
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(frame["label"].values)
-
-
-def parse_value(text: str) -> object:
-    """A ``key=value`` value: an int, a bool or a string."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return {"true": True, "false": False}.get(text, text)
 
 
 def main() -> None:
@@ -56,19 +48,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1250)
     parser.add_argument("--lr", type=float, default=0.0125)
     parser.add_argument("--train-size", type=int, default=2500)
-    parser.add_argument("settings", nargs="*", help="deconvolve keywords, key=value")
+    parser.add_argument("settings", nargs="*", help="model.deconv settings, key=value")
     args = parser.parse_args()
-    settings = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.settings)}
+    settings = dict(s.split("=", 1) for s in args.settings)
+    recipe = load_recipe("cifar10", {"model.name": args.model, "model.norm": args.norm,
+                                     **{f"model.deconv.{k}": v for k, v in settings.items()}})
 
     torch.manual_seed(0)
-    x_train, y_train = load(args.data, "train", args.train_size)
-    x_test, y_test = load(args.data, "test", 1000)
-    model = timm.create_model(args.model, num_classes=10)
-    ndeconv.reset_parameters(model)
-    if args.norm == "deconv":
-        ndeconv.deconvolve(model, **settings)
-    elif args.norm != "bn":
-        ndeconv.convert_norm(model, args.norm)
+    x_train, y_train = load(args.data, "train", args.train_size, recipe.data)
+    x_test, y_test = load(args.data, "test", 1000, recipe.data)
+    model = build_model(recipe)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-3)
     order = torch.randperm(args.train_size, generator=torch.Generator().manual_seed(0))
     model.train()
