@@ -4,7 +4,8 @@
         --batch 2 --steps 1250 --lr 0.0125 [--norm deconv|bn|gn|none] [key=value ...]
 
 The ``key=value`` pairs are ``model.deconv`` settings of the cifar10 recipe (``preset=fast
-block_fc=0``), which builds the model as a training run does. The loop is deliberately bare (no augmentation, a constant rate, SGD momentum 0.9, weight decay 1e-3, PyTorch's
+block_fc=0``), which builds the model as a training run does. The loop is deliberately bare (no
+augmentation, a constant rate, SGD momentum 0.9, weight decay 1e-3, the recipe's PyTorch
 default initialisation, seed 0) so that two settings differ in the layer only. It prints the mean
 training loss of each eighth of the run (ln 10 = 2.30 is chance), the gradient norm and the largest
 logit of its last step, and at the end the accuracy on the first 1,000 test images of a fixed
