@@ -16,7 +16,6 @@ training batch size, 400 images).
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from ndeconv.data import decode_image
 from ndeconv.recipe import DataSpec, load_recipe
 from ndeconv.rundir import build_model
 
@@ -35,7 +34,7 @@ def load(data: Path, split: str, n: int, spec: DataSpec) -> tuple[torch.Tensor, 
     with the recipe's mean and standard deviation."""
     frame = pd.concat([pd.read_parquet(f) for f in sorted(data.glob(f"{split}*.parquet"))])
     frame = frame.iloc[np.random.default_rng(0).permutation(len(frame))[:n]]
-    x = np.stack([np.array(Image.open(io.BytesIO(d["bytes"]))) for d in frame["img"]]).astype(np.float32) / 255
+    x = np.stack([decode_image(d, 3, 32).transpose(1, 2, 0) for d in frame["img"]]).astype(np.float32) / 255
     x = ((x - np.array(spec.mean)) / np.array(spec.std)).astype(np.float32)
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(frame["label"].values)
 
