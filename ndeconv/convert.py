@@ -15,6 +15,7 @@ from torch import nn
 from .calibrate import calibrate_layers
 from .errors import UnsupportedLayerError
 from .norms import NORM_NAMES
+from .recipe.deconv import merge_settings
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
 __all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
@@ -76,12 +77,13 @@ def _turn_off_inplace(model: nn.Module) -> list[str]:
 
 
 def _with_settings(config: DeconvConfig, settings: dict[str, Any]) -> DeconvConfig:
-    """``config`` with the keyword ``settings`` replaced; an unknown one names the known ones."""
+    """``config`` with the keyword ``settings`` on top of the ones it was given (a ``preset``
+    keyword replaces the settings it bundles); an unknown one names the known ones."""
     known = [f.name for f in fields(DeconvConfig)]
     unknown = [name for name in settings if name not in known]
     if unknown:
         raise TypeError(f"deconvolve: unknown setting '{unknown[0]}' (DeconvConfig has {', '.join(known)})")
-    return replace(config, **settings)
+    return DeconvConfig(**merge_settings(config.given_settings(), settings)) if settings else config
 
 
 def stem_settings(model: nn.Module) -> dict[str, int]:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from ..errors import DivergedError, RecipeError, RunDirError
 from ..norms import NORM_LABEL
-from ..recipe import Recipe, apply_override, budget_label, parse_budget, recipe_to_dict
+from ..recipe import Recipe, apply_override, budget_label, parse_budget, presets_first, recipe_to_dict
 from ..rundir import CONFIG, load_run_recipe
 from ..train.run import resume, train
 
@@ -112,7 +112,9 @@ def _variant(recipe: Recipe, model: str, norm: str, length: int | str, setting: 
         fixed.append(("train.seed", seed))
     for key, value in fixed:
         recipe = apply_override(recipe, key, value, source="compare")
-    for key, value in setting:
+    values = dict(setting)
+    for key in presets_first(values):
+        value = values[key]
         try:
             recipe = apply_override(recipe, key, value, source=f"grid {key}={value}")
         except RecipeError as e:

@@ -5,10 +5,11 @@ Part of the configuration leaf: standard library only.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
-__all__ = ["DeconvConfig", "PRESETS"]
+__all__ = ["DeconvConfig", "PRESETS", "PRESET_KEY", "merge_settings", "presets_first"]
 
 #: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``);
 #: ``paper`` is the paper's layer (the defaults). Measured in ``docs/equal-time.md``.
@@ -17,8 +18,26 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"block": 16, "scale": "channel", "update_every": 2},
 }
 
+#: The recipe key that names a preset.
+PRESET_KEY = "model.deconv.preset"
 
-@dataclass(frozen=True)
+
+def merge_settings(given: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` on top of ``given``; a ``preset`` among ``settings`` also takes out the given
+    values of the settings it bundles, so the new preset's values replace them."""
+    replaced: Mapping[str, Any] = {}
+    if isinstance(settings.get("preset"), str):
+        replaced = PRESETS.get(settings["preset"], {})
+    return {**{name: value for name, value in given.items() if name not in replaced}, **settings}
+
+
+def presets_first(keys: Iterable[str]) -> list[str]:
+    """``keys`` (dotted recipe keys) with the preset's first, so that every other override wins over
+    what the preset bundles whatever their order."""
+    return sorted(keys, key=lambda key: key != PRESET_KEY)
+
+
+@dataclass(frozen=True, init=False)
 class DeconvConfig:
     """The settings of a conversion, the one place they are described (:func:`ndeconv.deconvolve`
     takes one, or builds it from keywords; a recipe's ``model.deconv`` is one).
@@ -51,8 +70,13 @@ class DeconvConfig:
       convs only standardise their input channels (``scale: channel`` without whitening);
     - ``warm_start``: on an update step, ``D`` from the last update's in that many Newton-Schulz
       steps instead of ``n_iter`` from the identity (0: off);
-    - ``preset``: a named bundle of the settings above (:data:`PRESETS`); a setting given with it
-      replaces the preset's unless it is the default value.
+    - ``preset``: a named bundle of the settings above (:data:`PRESETS`) that fills in every
+      setting not given: ``DeconvConfig(preset="fast", update_every=1)`` is ``fast`` with a fresh
+      ``D`` on every step (a setting given at its default value still replaces the preset's).
+
+    Settings are keywords only. A config remembers which were given (:meth:`given_settings`), so a
+    recipe override or a ``deconvolve`` keyword that names another preset keeps them and lets the
+    preset fill in the rest; ``dataclasses.replace`` treats every setting as given.
     """
 
     block: int = 64
@@ -88,17 +112,23 @@ class DeconvConfig:
     warm_start: int = 0
     """On an update step, the whitening from the last one in this many Newton-Schulz steps (0: from the identity)."""
     preset: Literal["paper", "fast"] | None = None
-    """A named bundle of these settings: ``paper`` (the defaults) or ``fast``."""
+    """A named bundle of these settings, ``paper`` (the defaults) or ``fast``: it fills in the ones not given."""
 
-    def __post_init__(self) -> None:
-        if self.preset is None:
-            return
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+    def __init__(self, **settings: Any) -> None:
         defaults = {f.name: f.default for f in fields(self)}
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) == defaults[name]:
-                object.__setattr__(self, name, value)
+        unknown = [name for name in settings if name not in defaults]
+        if unknown:
+            raise TypeError(f"DeconvConfig: unknown setting '{unknown[0]}' (known: {', '.join(defaults)})")
+        preset = settings.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        for name, value in {**defaults, **PRESETS[preset or "paper"], **settings}.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_given", tuple(name for name in defaults if name in settings))
+
+    def given_settings(self) -> dict[str, Any]:
+        """The settings this config was made with (the others came from its preset or the defaults)."""
+        return {name: getattr(self, name) for name in self._given}
 
     def whitens(self, conv_index: int) -> bool:
         """Whether the ``conv_index``-th convolution (0: the stem) whitens (``whiten_every``)."""
@@ -119,3 +149,8 @@ class DeconvConfig:
         return {"block": self.block_fc, "eps": self.eps, "n_iter": self.n_iter, "stats_grad": self.stats_grad,
                 "max_samples": self.max_samples, "update_every": self.update_every, "scale": self.scale,
                 "warm_start": self.warm_start}
+
+
+DeconvConfig.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+     for f in fields(DeconvConfig)])

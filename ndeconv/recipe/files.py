@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import RecipeError
+from .deconv import presets_first
 from .parse import apply_override, parse_recipe, read_yaml
 from .schema import Recipe
 
@@ -21,7 +22,8 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
                 sources: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file (or a bundled recipe's name) and apply ``{dotted.key: value}`` overrides;
     ``sources`` names where each override came from, for its errors (the command line passes the
-    option it read it from)."""
+    option it read it from). A ``model.deconv.preset`` override applies first, so the other
+    overrides win over what it bundles."""
     file = find_recipe(path)
     try:
         raw = read_yaml(read_text_file(file, "recipe"))
@@ -30,8 +32,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
         line = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{file}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
     recipe = parse_recipe(raw, str(file))
-    for key, value in (overrides or {}).items():
-        recipe = apply_override(recipe, key, value, (sources or {}).get(key))
+    overrides = overrides or {}
+    for key in presets_first(overrides):
+        recipe = apply_override(recipe, key, overrides[key], (sources or {}).get(key))
     return recipe
 
 
