@@ -121,8 +121,9 @@ def test_eval_and_fuse_use_the_running_estimates():
 
 def test_the_setting_reaches_the_conv_layers_from_a_keyword_and_a_recipe(tmp_path):
     model = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10), samples_per_dim=32)
-    layers = [m for m in model.modules() if isinstance(m, ndeconv.FastDeconv)]
+    stem, *layers = [m for m in model.modules() if isinstance(m, ndeconv.FastDeconv)]
     assert layers and all(m.samples_per_dim == 32 for m in layers)
+    assert stem.samples_per_dim is None and stem.sampling_stride == 3  # the stem keeps the paper's sampling
     recipe = load_recipe("cifar10", overrides={"model.deconv.samples_per_dim": 16})
     assert recipe.model.deconv.samples_per_dim == 16
     for bad in (0, -3):

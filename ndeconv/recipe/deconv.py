@@ -48,9 +48,11 @@ class DeconvConfig:
     - ``block_fc``: features whitened together in the classifier (``Delinear``); 0 keeps the
       classifier a plain ``Linear``;
     - ``sampling_stride``: statistics from every ``sampling_stride``-th output position;
-    - ``samples_per_dim``: a conv layer samples its positions at the coarsest stride (at least
-      ``sampling_stride``) that still gives that many samples per dimension of its covariance
-      (fewer positions in large early feature maps; None: ``sampling_stride`` everywhere);
+    - ``samples_per_dim``: a conv layer after the stem samples its positions at the coarsest
+      stride (at least ``sampling_stride``) that still gives that many samples per dimension of
+      its covariance (fewer positions in large early feature maps; None: ``sampling_stride``
+      everywhere). The stem keeps ``sampling_stride``: its covariance is narrow and cheap, and its
+      estimate matters (sparser, it cost VGG-11 half a point an epoch);
     - ``small_batch``: a conv layer whose sampled positions give fewer samples than its covariance
       is wide (a small batch, a small feature map) takes every position, and one still short of
       samples shrinks its covariance towards the diagonal (Schafer-Strimmer; ``docs/method.md``);
@@ -86,7 +88,7 @@ class DeconvConfig:
     sampling_stride: int = 3
     """Statistics from every n-th output position along each axis."""
     samples_per_dim: int | None = None
-    """Conv layers: the coarsest sampling stride that still gives this many samples per covariance dimension."""
+    """Conv layers after the stem: the coarsest sampling stride that still gives this many samples per dimension."""
     small_batch: bool = True
     """Conv layers short of samples for their covariance: every position, then shrinkage towards the diagonal."""
     n_iter: int = 5
@@ -139,7 +141,7 @@ class DeconvConfig:
         first conv; a conv that does not whiten only standardises its input channels)."""
         n_iter = self.stem_n_iter if stem and self.stem_n_iter is not None else self.n_iter
         return {"block": self.block, "sampling_stride": self.sampling_stride, "small_batch": self.small_batch,
-                "samples_per_dim": self.samples_per_dim, "eps": self.eps, "n_iter": n_iter,
+                "samples_per_dim": None if stem else self.samples_per_dim, "eps": self.eps, "n_iter": n_iter,
                 "freeze_iter": self.stem_freeze_iter if stem else None, "stats_grad": self.stats_grad,
                 "max_samples": self.max_samples, "update_every": self.update_every,
                 "scale": self.scale if whiten else "channel", "whiten": whiten, "warm_start": self.warm_start}
