@@ -15,7 +15,7 @@ __all__ = ["DeconvConfig", "PRESETS", "PRESET_KEY", "merge_settings", "presets_f
 #: ``paper`` is the paper's layer (the defaults). Measured in ``docs/equal-time.md``.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "fast": {"block": 16, "scale": "channel", "update_every": 2},
+    "fast": {"block": 16, "scale": "channel", "update_every": 2, "samples_per_dim": 64},
 }
 
 #: The recipe key that names a preset.
