@@ -7,7 +7,7 @@ import copy
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -78,11 +78,7 @@ def _turn_off_inplace(model: nn.Module) -> list[str]:
 
 def _with_settings(config: DeconvConfig, settings: dict[str, Any]) -> DeconvConfig:
     """``config`` with the keyword ``settings`` on top of the ones it was given (a ``preset``
-    keyword replaces the settings it bundles); an unknown one names the known ones."""
-    known = [f.name for f in fields(DeconvConfig)]
-    unknown = [name for name in settings if name not in known]
-    if unknown:
-        raise TypeError(f"deconvolve: unknown setting '{unknown[0]}' (DeconvConfig has {', '.join(known)})")
+    keyword replaces the settings it bundles); ``DeconvConfig`` names the known ones for an unknown one."""
     return DeconvConfig(**merge_settings(config.given_settings(), settings)) if settings else config
 
 
