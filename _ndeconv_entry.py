@@ -20,10 +20,15 @@ def main() -> None:
     """Import and run the command line, turning an interrupt into ``interrupted`` and exit 130.
 
     While the heavy imports run, Ctrl-C exits straight away; once they are done, interrupts become
-    ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary.
+    ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary. A
+    process started with interrupts ignored (a background job of a script, ``nohup``) keeps
+    ignoring them, as ``python -m ndeconv`` and every Python program does.
     """
-    signal.signal(signal.SIGINT, _exit_interrupted)
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if not ignored:
+        signal.signal(signal.SIGINT, _exit_interrupted)
     from ndeconv.cli import main as run
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     run()

@@ -1,6 +1,7 @@
 """What a finished run leaves that must not depend on how it got there (interrupted, resumed,
 calibrated), and a bit-for-bit comparison of it."""
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +39,13 @@ def assert_identical(a, b, where="") -> None:
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, (where, a, b)
+
+
+def default_interrupt() -> None:
+    """``preexec_fn`` for a child that the test interrupts: Ctrl-C at its default, so that the child
+    installs its own handler even where the test runner was started with interrupts ignored (a
+    background job of a script), which the child would otherwise inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -18,7 +18,7 @@ from ndeconv.cli.launch import accelerate_command
 from ndeconv.recipe import load_recipe
 from ndeconv.rundir import build_model, read_metrics
 from ndeconv.train import build_learner, fit_recipe, make_accelerator
-from runstate import assert_identical as _assert_identical, run_state as _run_state, wait_for_rows
+from runstate import assert_identical as _assert_identical, default_interrupt, run_state as _run_state, wait_for_rows
 
 ROOT = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "ndeconv"]
@@ -160,7 +160,8 @@ def test_killed_run_resumes_exactly(uninterrupted, tmp_path, sig):
     recipe, reference = uninterrupted
     out = tmp_path / "run"
     proc = subprocess.Popen(CLI + ["train", str(recipe), "--epochs", "3", "--batch-size", "8", "--out",
-                                   str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_interrupt)
     wait_for_rows(out / "metrics.csv", 1, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)

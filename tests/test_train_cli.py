@@ -1,6 +1,7 @@
 """`ndeconv train` end to end through the CLI on a tiny parquet dataset the tests write."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from ndeconv.cli import app
 from ndeconv.data import make_dataloaders
 from ndeconv.recipe import parse_recipe
 from ndeconv.rundir import build_model, read_metrics
+from runstate import default_interrupt
 from tinydata import CLASSES, write_tiny_recipe
 
 runner = CliRunner()
@@ -227,16 +229,33 @@ def test_imagenet_style_run_from_a_jpeg_folder_uncached(tmp_path):
 def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay, tmp_path):
     """While torch imports, while data and model load, or in the first epoch: one line, exit 130."""
     import shutil
-    import signal
     import time
 
     script = shutil.which("ndeconv")
     assert script, "the ndeconv console script is installed"
     proc = subprocess.Popen([script, "train", "--out", str(tmp_path / "run"), "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupt)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     (line,) = stderr.strip().splitlines()
     assert line.startswith("interrupted") and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("inherited", [signal.SIG_IGN, signal.default_int_handler], ids=["ignored", "default"])
+def test_console_script_keeps_an_ignored_interrupt(inherited, monkeypatch):
+    """Started with Ctrl-C ignored (a background job of a script), the ``ndeconv`` script keeps
+    ignoring it, as ``python -m ndeconv`` does; started normally, the command runs with Ctrl-C as
+    ``KeyboardInterrupt`` (which stops a run at an epoch boundary), not the start-up's hard exit."""
+    import _ndeconv_entry
+    import ndeconv.cli
+
+    seen = []
+    monkeypatch.setattr(ndeconv.cli, "main", lambda: seen.append(signal.getsignal(signal.SIGINT)))
+    previous = signal.signal(signal.SIGINT, inherited)
+    try:
+        _ndeconv_entry.main()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [inherited]
