@@ -21,7 +21,7 @@ def main() -> None:
 
     While the heavy imports run, Ctrl-C exits straight away; once they are done, interrupts become
     ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary. A
-    process started with interrupts ignored (a background job of a script, ``nohup``) keeps
+    process started with interrupts ignored (``ndeconv ... &`` in a shell script) keeps
     ignoring them, as ``python -m ndeconv`` and every Python program does.
     """
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
