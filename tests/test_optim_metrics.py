@@ -8,11 +8,10 @@ import torch
 from fastai.callback.core import Callback
 from fastai.optimizer import Optimizer
 
-from ndeconv.data import make_dataloaders
 from ndeconv.recipe import load_recipe
-from ndeconv.rundir import build_model
-from ndeconv.train import build_learner, fit_recipe, make_accelerator
+from ndeconv.train import fit_recipe
 from ndeconv.tasks import top5
+from learners import learner_for
 
 
 def test_top5_against_an_independent_count():
@@ -26,8 +25,7 @@ def test_top5_against_an_independent_count():
 
 def test_top5_is_reported_with_100_classes(tiny_recipe):
     recipe = load_recipe(tiny_recipe, {"data.num_classes": 100})
-    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), build_model(recipe),
-                          make_accelerator("fp32", cpu=True))
+    learn, _ = learner_for(recipe)
     assert [m.name for m in learn.metrics] == ["accuracy", "top5"]
 
 
@@ -43,9 +41,8 @@ class RecordLR(Callback):
 def _fit(tiny_recipe, **overrides):
     recipe = load_recipe(tiny_recipe, {"train.epochs": 2, **overrides})
     rec = RecordLR()
-    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), build_model(recipe),
-                          make_accelerator("fp32", cpu=True), cbs=[rec])
-    fit_recipe(learn, recipe)
+    learn, length = learner_for(recipe, cbs=[rec])
+    fit_recipe(learn, recipe, length)
     return recipe, learn, rec.lrs
 
 

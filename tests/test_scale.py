@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 import ndeconv
-from ndeconv.data import make_dataloaders
 from ndeconv.cli.launch import accelerate_command
 from ndeconv.recipe import load_recipe
 from ndeconv.rundir import build_model, read_metrics
-from ndeconv.train import build_learner, fit_recipe, make_accelerator
+from ndeconv.train import fit_recipe, make_accelerator
+from learners import learner_for
 from runstate import assert_identical as _assert_identical, default_interrupt, run_state as _run_state, wait_for_rows
 
 ROOT = Path(__file__).resolve().parent
@@ -78,9 +78,9 @@ def test_bf16_autocast_is_active_on_cpu(tiny_recipe):
     seen = []
     hooks = [c.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype, m.training))) for c in convs]
     accelerator = make_accelerator("bf16", cpu=True)
-    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), model, accelerator)
+    learn, length = learner_for(recipe, model, accelerator)
     try:
-        fit_recipe(learn, recipe)
+        fit_recipe(learn, recipe, length)
     finally:
         for h in hooks:
             h.remove()
@@ -121,10 +121,10 @@ def test_fp16_on_cpu_scales_the_loss_and_skips_overflowing_steps(tiny_recipe):
     hooks = [c.register_forward_hook(lambda m, i, o: seen.append((o.dtype, m.training))) for c in convs]
     accelerator = make_accelerator("fp16", cpu=True)
     overflow = Overflow()
-    learn = build_learner(recipe, make_dataloaders(recipe, device="cpu"), model, accelerator, cbs=[overflow])
+    learn, length = learner_for(recipe, model, accelerator, cbs=[overflow])
     before = [p.detach().clone() for p in model.parameters()]
     try:
-        fit_recipe(learn, recipe)
+        fit_recipe(learn, recipe, length)
     finally:
         for h in hooks:
             h.remove()

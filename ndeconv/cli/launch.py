@@ -43,9 +43,9 @@ def _how(exitcode: int) -> str:
     return f"exited with status {exitcode}"
 
 
-def _failure(report: Path, num_processes: int) -> LaunchError | None:
-    """The error to raise for a failed launch, from the launcher's report; None when every failed
-    process printed its own error line (bad input) or lost contact only."""
+def _failure(report: Path, num_processes: int) -> LaunchError | int:
+    """The error to raise for a failed launch, from the launcher's report, or the exit status when
+    every failed process said why itself: bad input, or an interruption (with no bad input)."""
     try:
         failures = {int(rank): int(code) for rank, code in json.loads(report.read_text()).items()}
     except (OSError, ValueError, AttributeError):
@@ -54,8 +54,10 @@ def _failure(report: Path, num_processes: int) -> LaunchError | None:
     quiet = (INPUT_ERROR, INTERRUPTED, LOST_PEER, -signal.SIGTERM)  # said so themselves, or ended as another died
     died = sorted(rank for rank, code in failures.items() if code not in quiet)
     if not died:
-        if any(code in (INPUT_ERROR, INTERRUPTED) for code in failures.values()):
-            return None
+        if INPUT_ERROR in failures.values():
+            return INPUT_ERROR
+        if INTERRUPTED in failures.values():
+            return INTERRUPTED
         died = sorted(failures)
     rank = died[0]
     others = f" (and {len(died) - 1} more)" if len(died) > 1 else ""
@@ -73,9 +75,9 @@ def launch_train(num_processes: int, train_args: list[str]) -> int:
         code = subprocess.call(accelerate_command(num_processes) + ["-m", "ndeconv", "train", *train_args], env=env)
         if code != 0:
             error = _failure(report, num_processes)
-            if error is not None:
+            if isinstance(error, LaunchError):
                 raise error
-            return INPUT_ERROR  # the processes printed their own error lines
+            return error  # the processes printed their own lines
     return code
 
 

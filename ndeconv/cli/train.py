@@ -106,8 +106,11 @@ def train_cmd(
         raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
                           f"launch and `--resume {run_dir}`") from None
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
-                          f"{run_dir}`", soft_wrap=True, highlight=False)
+        from ..train.learner import process_state
+
+        if process_state().is_main_process:  # one line for the run, not one per process
+            err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
+                              f"{run_dir}`", soft_wrap=True, highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
         from ..rundir import CONFIG

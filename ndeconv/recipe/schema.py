@@ -352,6 +352,8 @@ def _check_values(r: Recipe) -> None:
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _check_optim(r.optim)
     _check_length(r.train)
+    if r.train.tta and r.task != "classification":
+        raise RecipeError(f"train.tta: test-time augmentation is for classification, not task: {r.task}")
     _positive("train.batch_size", r.train.batch_size)
     _positive("train.limit_train", r.train.limit_train)
     _positive("augment.crop_padding", r.augment.crop_padding, allow_zero=True)

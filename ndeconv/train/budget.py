@@ -85,10 +85,8 @@ def measure_step_seconds(learn, warmup: int = WARMUP_STEPS, timed: int = TIMED_S
     machinery = (TrainEvalCallback, Recorder, CastToTensor, AcceleratorCallback, DivergenceCallback)
     left_out = [cb for cb in learn.cbs if not isinstance(cb, machinery)]
     timer = StepTimer(warmup, timed)
-    n_batches = len(learn.dls.train)
-    epochs = math.ceil((warmup + timed) / max(1, n_batches))
-    with learn.removed_cbs(left_out):
-        learn.fit(epochs, cbs=[timer])
+    with learn.removed_cbs(left_out):  # an epoch takes at least one step; the timer ends the fit once done
+        learn.fit(warmup + timed, cbs=[timer])
     model.load_state_dict(saved_model)
     if saved_opt is None:
         learn.opt = None

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
+from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.data.core import DataLoaders
@@ -19,16 +19,16 @@ from fastcore.basics import noop
 from torch import nn
 
 from ..recipe import Recipe
-from ..tasks import Task, resolve_task
+from ..tasks import Task
 from .averaging import LookaheadCallback
 from .budget import StepLimit
 from .callbacks import AcceleratorCallback, DataEpochCallback, DivergenceCallback
 from .evaluation import AccuracyWithoutTTA, TTACallback
+from .length import RunLength
 from .stem import PatchWhiteningCallback, whitening_stems
 from .tracking import check_trackers
 
-__all__ = ["process_state", "make_accelerator", "build_learner", "run_epochs", "run_steps", "fit_recipe",
-           "shift_splitter"]
+__all__ = ["process_state", "make_accelerator", "build_learner", "feature_callbacks", "fit_recipe", "shift_splitter"]
 
 #: Normalisation layers whose shift ``optim.norm_lr_scale`` applies to (not a patch-whitening
 #: stem's bias: the published recipe trains it at the base rate).
@@ -82,53 +82,44 @@ def _optimizer(recipe: Recipe):
     return partial(SGD, mom=o.momentum, decouple_wd=False)
 
 
-def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator,
-                  cbs: list | None = None, task: Task | None = None) -> Learner:
+def build_learner(recipe: Recipe, dls: DataLoaders, model: nn.Module, accelerator: Accelerator, task: Task,
+                  length: RunLength | None = None, cbs: list | None = None) -> Learner:
     """A fastai Learner with the recipe's optimizer, loss and metrics, driven by ``accelerator``, that
-    stops at the first non-finite loss or weight (:class:`DivergenceCallback`).
+    stops at the first non-finite loss or weight (:class:`DivergenceCallback`), with ``cbs`` and,
+    given the run's ``length``, the recipe's training features (:func:`feature_callbacks`; without
+    it, the bare learner whose steps a budget's calibration times).
 
-    The loss and metrics are the recipe's task's (``task``, resolved here if not given;
-    :mod:`ndeconv.tasks`); ``optim.norm_lr_scale``
-    splits the parameters in two groups (:func:`shift_splitter`). The recipe's other training
-    features are callbacks: the alternating flip's epoch, fitting a patch-whitening stem,
-    weight averaging (``optim.lookahead_every``) and test-time augmentation (``train.tta``, with
-    ``accuracy_no_tta`` beside). fastai's console progress is replaced by ndeconv's rich callback.
+    ``optim.norm_lr_scale`` splits the parameters in two groups (:func:`shift_splitter`); fastai's
+    console progress is replaced by ndeconv's rich callback.
     """
-    o, task = recipe.optim, task or resolve_task(recipe)
-    extra: list = []
-    if recipe.augment.flip == "alternate":
-        extra.append(DataEpochCallback())
-    if whitening_stems(model):
-        extra.append(PatchWhiteningCallback(seed=recipe.train.seed))
-    if o.lookahead_every:
-        extra.append(LookaheadCallback(o.lookahead_every, o.lookahead_decay, o.lookahead_power,
-                                       run_steps(dls, recipe, accelerator.num_processes)))
-    metrics = task.metrics(recipe)
-    if recipe.train.tta:
-        extra.append(TTACallback())
-        metrics = [*metrics, AccuracyWithoutTTA()]
+    o = recipe.optim
+    metrics = task.metrics(recipe) + ([AccuracyWithoutTTA()] if recipe.train.tta else [])
     splitter = {} if o.norm_lr_scale == 1 else {"splitter": shift_splitter}
     learn = Learner(dls, model, loss_func=task.loss(recipe), opt_func=_optimizer(recipe), lr=o.lr, metrics=metrics,
                     wd=o.weight_decay, wd_bn_bias=True, **splitter,
-                    cbs=[AcceleratorCallback(accelerator), DivergenceCallback(), *extra, *(cbs or [])])
+                    cbs=[AcceleratorCallback(accelerator), DivergenceCallback(),
+                         *(feature_callbacks(recipe, model, length) if length else []), *(cbs or [])])
     learn.remove_cb(ProgressCallback)
     learn.logger = noop
     return learn
 
 
-def run_steps(dls: DataLoaders, recipe: Recipe, world: int = 1) -> int:
-    """Optimizer steps the run takes: ``train.steps``, or ``train.epochs`` of the training loader's
-    batches (a fraction of an epoch rounded up)."""
-    if recipe.train.steps is not None:
-        return recipe.train.steps
-    return math.ceil(recipe.train.epochs * dls.train.batches_per_process(world))
-
-
-def run_epochs(learn: Learner, recipe: Recipe) -> int:
-    """Epochs the run spans: ``train.epochs`` (rounded up), or enough for ``train.steps`` (the last one partial)."""
-    if recipe.train.steps is None:
-        return math.ceil(recipe.train.epochs)
-    return math.ceil(recipe.train.steps / learn.dls.train.batches_per_process(_world(learn)))
+def feature_callbacks(recipe: Recipe, model: nn.Module, length: RunLength) -> list[Callback]:
+    """The recipe's training features as callbacks: the run's step limit (a budget, a step count or a
+    fraction of an epoch), the alternating flip's epoch, fitting a patch-whitening stem, weight
+    averaging (``optim.lookahead_every``, over the run's ``length``) and test-time augmentation."""
+    o, cbs = recipe.optim, []
+    if length.partial or recipe.train.steps is not None:
+        cbs.append(StepLimit(length.steps))
+    if recipe.augment.flip == "alternate":
+        cbs.append(DataEpochCallback())
+    if whitening_stems(model):
+        cbs.append(PatchWhiteningCallback(seed=recipe.train.seed))
+    if o.lookahead_every:
+        cbs.append(LookaheadCallback(o.lookahead_every, o.lookahead_decay, o.lookahead_power, length.steps))
+    if recipe.train.tta:
+        cbs.append(TTACallback())
+    return cbs
 
 
 def _schedule(recipe: Recipe, lr: float | np.ndarray):
@@ -141,25 +132,17 @@ def _schedule(recipe: Recipe, lr: float | np.ndarray):
     return combine_scheds(spans, [SchedLin(lr * a[1], lr * b[1]) for a, b in zip(points, points[1:])])
 
 
-def fit_recipe(learn: Learner, recipe: Recipe, start_epoch: int = 0) -> None:
-    """Train with the recipe's per-iteration schedule, from ``start_epoch``: for ``train.epochs``,
-    or over exactly ``train.steps`` optimizer steps (a budgeted run's calibrated count, or a
-    fractional number of epochs)."""
-    o, epochs = recipe.optim, run_epochs(learn, recipe)
-    fractional = recipe.train.steps is None and recipe.train.epochs != epochs
-    cbs = [StepLimit(run_steps(learn.dls, recipe, _world(learn)))] if recipe.train.steps is not None or fractional \
-        else []
+def fit_recipe(learn: Learner, recipe: Recipe, length: RunLength, start_epoch: int = 0) -> None:
+    """Train with the recipe's per-iteration schedule over the epochs of ``length``, from ``start_epoch``
+    (a :class:`StepLimit` among the learner's callbacks ends a partial last epoch)."""
+    o = recipe.optim
     lr, wd = o.lr, o.weight_decay
     if o.norm_lr_scale != 1:  # the shifts' group: the rate scaled, the decay per step the same
         lr, wd = np.array([lr, lr * o.norm_lr_scale]), np.array([wd, wd / o.norm_lr_scale])
     if o.schedule == "one_cycle":
-        learn.fit_one_cycle(epochs, lr, wd=wd, start_epoch=start_epoch, cbs=cbs)
+        learn.fit_one_cycle(length.epochs, lr, wd=wd, start_epoch=start_epoch)
     elif o.schedule in ("cosine", "piecewise_linear"):
-        learn.fit(epochs, lr, wd=wd, cbs=[ParamScheduler({"lr": _schedule(recipe, lr)}), *cbs],
+        learn.fit(length.epochs, lr, wd=wd, cbs=[ParamScheduler({"lr": _schedule(recipe, lr)})],
                   start_epoch=start_epoch)
     else:
-        learn.fit(epochs, lr, wd=wd, start_epoch=start_epoch, cbs=cbs)
-
-
-def _world(learn: Learner) -> int:
-    return learn.accelerator.accelerator.num_processes if hasattr(learn, "accelerator") else 1
+        learn.fit(length.epochs, lr, wd=wd, start_epoch=start_epoch)

@@ -26,6 +26,7 @@ from .budget import calibrate
 from .callbacks import NonFinite, RichProgressCallback, RunDirCallback
 from .card import model_card
 from .checkpoint import load_checkpoint
+from .length import RunLength, run_length
 from .learner import build_learner, fit_recipe, make_accelerator, process_state
 from .lock import run_lock
 from .processes import check_launch_environment, check_resume_processes, naming_lost_peers, record_launch
@@ -47,7 +48,8 @@ def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerator, sync_stats: bool) -> dict:
+def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerator, sync_stats: bool,
+             length: RunLength) -> dict:
     """What ``results.json`` holds: the last epoch's metrics, the run's length and time, the setup."""
     score = task.metric
     last = rows[-1] if rows else {}
@@ -60,7 +62,7 @@ def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerat
         f"best_{score}": max((r[score] for r in rows), default=None),
         "seconds": round(sum(r["seconds"] for r in rows), 3),
         "train_seconds": round(sum(r["train_seconds"] for r in rows), 3),
-        "budget": recipe.train.budget, "steps": _optimizer_steps(recipe, dls, len(rows)),
+        "budget": recipe.train.budget, "steps": length.steps,
         "step_seconds": recipe.train.step_seconds,
         "params": _num_params(learn.model),
         "train_images": len(dls.train.dataset) if hasattr(dls.train, "dataset") else None,
@@ -69,12 +71,6 @@ def _results(recipe: Recipe, task: Task, rows: list[dict], learn, dls, accelerat
         "sync_stats": bool(sync_stats and accelerator.num_processes > 1), "device": str(accelerator.device),
         "ndeconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
     }
-
-
-def _optimizer_steps(recipe: Recipe, dls, epochs: int) -> int:
-    """The optimizer steps of each process: a budget's or a step count's fixed number, else the
-    training loader's batches per epoch times the epochs run."""
-    return recipe.train.steps if recipe.train.steps is not None else len(dls.train) * epochs
 
 
 def _calibration_batches(dls, recipe: Recipe) -> list[torch.Tensor] | None:
@@ -111,29 +107,31 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             from ..distributed import sync_deconv_stats
 
             sync_deconv_stats(model)
+        steps_per_epoch = dls.train.batches_per_process(accelerator.num_processes)
+        if not resuming and recipe.train.budget is not None and recipe.train.steps is None:
+            steps, step_seconds = calibrate(build_learner(recipe, dls, model, accelerator, task),
+                                            parse_budget(recipe.train.budget))
+            recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=steps,
+                                                                           step_seconds=step_seconds))
+        length = run_length(recipe.train, steps_per_epoch)
         rows = read_metrics(run_dir / METRICS) if resuming and (run_dir / METRICS).exists() else []
         run_cb = RunDirCallback(run_dir, is_main=is_main, rows=rows)
         progress_cb = RichProgressCallback(console, enabled=progress and is_main)
         tracking = [TrackerCallback(accelerator, flat_config(recipe))] if recipe.train.log_with else []
-        learn = build_learner(recipe, dls, model, accelerator, cbs=[run_cb, progress_cb, *tracking, *(cbs or [])],
-                              task=task)
+        learn = build_learner(recipe, dls, model, accelerator, task, length,
+                              cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
         start_epoch = 0
         if resuming:
             start_epoch, run_cb.smooth_loss = load_checkpoint(learn, run_dir / CHECKPOINT)
             run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
-        else:
-            if recipe.train.budget is not None and recipe.train.steps is None:
-                steps, step_seconds = calibrate(learn, parse_budget(recipe.train.budget))
-                recipe = dataclasses.replace(recipe, train=dataclasses.replace(
-                    recipe.train, steps=steps, step_seconds=step_seconds))
-            if is_main:  # the calibrated steps are part of the recipe: a resume takes exactly these
-                if fresh:
-                    held.enter_context(run_lock(run_dir, fresh=True))
-                write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
-                record_launch(run_dir, accelerator.num_processes, sync_stats)
+        elif is_main:  # the calibrated steps are part of the recipe: a resume takes exactly these
+            if fresh:
+                held.enter_context(run_lock(run_dir, fresh=True))
+            write_yaml(run_dir / CONFIG, recipe_to_dict(recipe))
+            record_launch(run_dir, accelerator.num_processes, sync_stats)
         accelerator.wait_for_everyone()
         try:
-            fit_recipe(learn, recipe, start_epoch)
+            fit_recipe(learn, recipe, length, start_epoch)
         except NdeconvError as e:  # fastai prefixes a callback's exception with its own words: keep ndeconv's
             e.args = (_FASTAI_PREFIX.sub("", str(e)),)
             raise
@@ -142,7 +140,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             raise
         except NonFinite as e:  # a result, not a crash: recorded, and the last finite checkpoint stays
             progress_cb.close()
-            results = {**_results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats), "status": "diverged",
+            results = {**_results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats, length), "status": "diverged",
                        task.metric: None,
                        "diverged": {"epoch": e.epoch, "step": e.step, "lr": e.lr, "what": e.what}}
             if is_main:
@@ -153,7 +151,7 @@ def _run(recipe: Recipe, run_dir: Path, resuming: bool, console: Console | None,
             raise DivergedError(f"{run_dir}: training diverged at epoch {e.epoch}, step {e.step} (learning rate "
                                 f"{e.lr:g}): {e.what}; {kept}", results) from None
         accelerator.wait_for_everyone()
-        results = _results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats)
+        results = _results(recipe, task, run_cb.rows, learn, dls, accelerator, sync_stats, length)
         if is_main:
             atomic_write(run_dir / WEIGHTS, lambda tmp: save_model(learn.model, tmp))
             write_text(run_dir / CARD, model_card(recipe, results, run_cb.rows, task))
