@@ -5,9 +5,18 @@ It lives outside the package because importing anything in ``ndeconv`` first imp
 package registers its models with timm on import); the package never imports it.
 """
 
+import importlib.util
 import os
 import signal
 import sys
+
+#: What the command line imports beyond the core install: the ``train`` extra.
+TRAIN_EXTRA = ("fastai", "accelerate", "datasets", "typer", "rich", "sklearn", "matplotlib")
+
+
+def missing_train_extra() -> list[str]:
+    """The modules of the ``train`` extra that are not installed (found without importing them)."""
+    return [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
 
 
 def _exit_interrupted(signum: int = signal.SIGINT, frame: object = None) -> None:
@@ -24,6 +33,11 @@ def main() -> None:
     process started with interrupts ignored (``ndeconv ... &`` in a shell script) keeps
     ignoring them, as ``python -m ndeconv`` and every Python program does.
     """
+    missing = missing_train_extra()
+    if missing:
+        print(f"error: the command line needs the train extra ({', '.join(missing)} not installed): "
+              "pip install 'ndeconv[train]'", file=sys.stderr)
+        sys.exit(1)
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if not ignored:
         signal.signal(signal.SIGINT, _exit_interrupted)

@@ -1,5 +1,5 @@
-"""``python -m ndeconv``: the same command line as ``ndeconv``."""
+"""``python -m ndeconv``: the same command line as ``ndeconv`` (the same entry point)."""
 
-from .cli import main
+from _ndeconv_entry import main
 
 main()

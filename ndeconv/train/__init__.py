@@ -1,4 +1,11 @@
-"""Training: recipes to fastai Learners on Accelerate, run directories, resume."""
+"""Training: recipes to fastai Learners on Accelerate, run directories, resume (the ``train`` extra)."""
+
+try:
+    import accelerate  # noqa: F401
+    import fastai  # noqa: F401
+except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(f"ndeconv.train needs the train extra ({e.name} not installed): "
+                              "pip install 'ndeconv[train]'", name=e.name) from None
 
 from .callbacks import AcceleratorCallback, RichProgressCallback, RunDirCallback
 from .checkpoint import load_checkpoint, save_checkpoint
