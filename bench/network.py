@@ -244,7 +244,7 @@ def narrow_wide_layers(model: nn.Module, block: int) -> nn.Module:
     for name, layer in list(model.named_modules()):
         if type(layer) is FastDeconv and layer.in_channels >= WIDE:
             settings = dict(sampling_stride=layer.sampling_stride, eps=layer.eps, n_iter=layer.n_iter,
-                            update_every=layer.update_every, scale=layer.scale, whiten=layer.whiten)
+                            update_every=layer.update_every, scale=layer.scale)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,
                     FastDeconv.from_conv(layer, bias=True, block=block, **settings))

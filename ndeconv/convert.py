@@ -161,7 +161,7 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
     classifier ``Linear`` becomes :class:`Delinear`. The first conv takes the stem's settings
     (left as None, the architecture's :func:`stem_settings`: the paper's VGG takes 15 steps and
     freezes after 100). Depthwise convs stay plain convolutions (their norms are removed all the
-    same) unless ``whiten_depthwise``. The rules come from the registry
+    same). The rules come from the registry
     (:func:`ndeconv.register_rule`). A conv or norm layer without a rule raises
     :class:`UnsupportedLayerError` naming it (``strict=True``) or is kept with a warning.
     In-place activations and dropouts are made out-of-place: with the norms gone they could
@@ -182,9 +182,8 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
     """
     config = _with_settings(config or DeconvConfig(), settings)
     if calibrate is not None:
-        if config.scale != "none" or config.whiten_every != 1:
-            raise ValueError("deconvolve: calibrate keeps the function of the BN model only with scale 'none' and "
-                             "whiten_every 1")
+        if config.scale != "none":
+            raise ValueError("deconvolve: calibrate keeps the function of the BN model only with scale 'none'")
         bn_model = copy.deepcopy(model).eval()
         return calibrate_layers(bn_model, deconvolve(model, config, strict=strict), calibrate)
     stem = stem_settings(model)

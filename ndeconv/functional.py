@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._autograd import (ConvPatchSamples, NewtonSchulz, PatchGeometry, SyncWhiteningStats, WhiteningStats,
-                        newton_schulz_steps)
+from ._autograd import ConvPatchSamples, NewtonSchulz, PatchGeometry, SyncWhiteningStats, WhiteningStats
 
 __all__ = [
     "resolve_block",
@@ -44,7 +43,6 @@ __all__ = [
     "shrink_to_diagonal",
     "channel_moments",
     "isqrt_newton_schulz",
-    "isqrt_newton_schulz_warm",
     "fold_whitening",
     "fold_conv",
     "fold_linear",
@@ -319,28 +317,6 @@ def isqrt_newton_schulz(cov: Tensor, n_iter: int) -> Tensor:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}")
     norm = torch.linalg.matrix_norm(cov, keepdim=True)
     return NewtonSchulz.apply(cov / norm, n_iter) / norm.sqrt()
-
-
-def isqrt_newton_schulz_warm(cov: Tensor, init: Tensor, n_iter: int) -> Tensor:
-    """A whitening matrix of ``cov`` close to ``init`` (a previous one), in ``n_iter`` Newton-Schulz steps.
-
-    ``A = init cov init^T`` is near the identity when ``init`` nearly whitens ``cov``, so the
-    coupled iteration on ``A`` (scaled so its mean eigenvalue is 1, and its largest, bounded by
-    the largest row sum, stays below 2.5 where the scalar map converges) needs one or two steps
-    where ``Cov / ||Cov||_F`` needs five or more. Returns ``A^(-1/2) init``, which whitens
-    exactly (``D cov D^T = I``) once the iteration has converged; it is not symmetric: it is
-    the symmetric whitening of ``cov`` rotated towards ``init``. The gradient flows to ``cov``
-    through the steps; ``init`` is a constant.
-    """
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
-    init = init.detach().clone()  # a buffer the caller may update in place before the backward
-    a = init @ cov @ init.transpose(-1, -2)
-    f = a.shape[-1]
-    mean_eig = a.diagonal(dim1=-2, dim2=-1).sum(-1) / f
-    row_bound = a.abs().sum(-1).amax(-1) / 2.5
-    c = torch.maximum(mean_eig, row_bound).unsqueeze(-1).unsqueeze(-1)
-    return (newton_schulz_steps(a / c, n_iter) / c.sqrt()) @ init
 
 
 def fold_whitening(weight_blocks: Tensor, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:

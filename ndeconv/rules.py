@@ -110,12 +110,12 @@ def conv_to_fast_deconv(module: nn.Module, ctx: ConversionContext) -> nn.Module:
     ``FastDeconvSame``, ``Conv1d``: ``FastDeconv1d``, ``Conv3d``: ``FastDeconv3d``,
     ``ConvTranspose2d``: ``FastDeconvTranspose2d``) with its geometry and weights, plus a (zero)
     bias that takes over the removed norm's shift; the first conv gets the stem's
-    ``n_iter``/``freeze_iter``. Depthwise convs stay plain unless ``whiten_depthwise``: whitening
-    each channel's own k x k neighbourhood cost EfficientNet-B0 28 points after an epoch of
-    CIFAR-10 (docs/fidelity.md)."""
-    if is_depthwise(module) and not ctx.config.whiten_depthwise:
+    ``n_iter``/``freeze_iter``. Depthwise convs stay plain: whitening each channel's own k x k
+    neighbourhood trains MobileNet and EfficientNet far worse (docs/fidelity.md), and the 1x1
+    convs around them whiten their inputs already."""
+    if is_depthwise(module):
         return module
-    settings = ctx.config.layer_settings(stem=ctx.is_stem, whiten=ctx.config.whitens(ctx.conv_index))
+    settings = ctx.config.layer_settings(stem=ctx.is_stem)
     return _CONV_LAYERS[type(module)].from_conv(module, bias=True, **settings)
 
 

@@ -1,3 +1,3 @@
 """The package's version (``ndeconv.__version__``), a leaf every floor may read."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -37,21 +37,6 @@ def newton_schulz(cov: np.ndarray, n_iter: int) -> np.ndarray:
     return coupled_iteration(cov, np.sqrt((cov**2).sum()), n_iter)
 
 
-def newton_schulz_warm(cov: np.ndarray, init: np.ndarray, n_iter: int) -> np.ndarray:
-    """A whitening matrix of ``cov`` from a previous one: the coupled iteration on
-    ``A = init cov init^T`` scaled by ``c = max(trace(A) / f, largest absolute row sum / 2.5)``,
-    then ``A^(-1/2) init``."""
-    a = init @ cov @ init.T
-    return coupled_iteration(a, max(np.trace(a) / len(a), np.abs(a).sum(1).max() / 2.5), n_iter) @ init
-
-
-def standardize_per_sample(x, eps=1e-5):
-    """Each sample minus its mean, over its standard deviation, over all its values (``scale="sample"``)."""
-    x = np.asarray(x, dtype=np.float64)
-    axes = tuple(range(1, x.ndim))
-    return (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
-
-
 def standardize_per_channel(x, eps=1e-5):
     """Each channel minus its mean, over its standard deviation, over the batch and every position
     (``scale="channel"``: BatchNorm's training statistics, variance biased)."""
@@ -114,13 +99,12 @@ def conv_patch(xp, n, i, j, channels, kh, kw, stride, dilation):
 
 
 def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None, whiten=True, warm=None,
+                block=64, sampling_stride=3, eps=1e-5, n_iter=5, stats=None,
                 small_batch=True, samples_per_dim=None):
     """Training-mode FastDeconv output, and (mu, D) per conv group: those of the batch, or the given
     ``stats`` (a layer whitening with its running estimate).
 
-    ``whiten=False`` convolves the input as it is. ``warm = (inits, n)``: the batch's D from the
-    previous ones (one per conv group). ``small_batch``: see :func:`small_batch_covariance`;
+    ``small_batch``: see :func:`small_batch_covariance`;
     ``samples_per_dim``: the sampling stride of :func:`coarsest_stride`."""
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
@@ -138,9 +122,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
         chans = np.arange(g * per_group, (g + 1) * per_group)
         column_groups = [np.arange(q, per_group * kh * kw, n_blocks) for q in range(n_blocks)]
         f = len(column_groups[0])
-        if not whiten:
-            mu, deconv = np.zeros(f), np.eye(f)
-        elif stats is None:
+        if stats is None:
             def at_stride(step, chans=chans, column_groups=column_groups):
                 return [
                     conv_patch(xp, n, i, j, chans, kh, kw, stride, dilation)[cols]
@@ -151,7 +133,7 @@ def fast_deconv(x, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 
                 ]
             base = coarsest_stride(at_stride, f, sampling_stride, samples_per_dim, max(ho, wo))
             mu, cov = small_batch_covariance(lambda step: at_stride(step or base), f, eps, small_batch)
-            deconv = newton_schulz(cov, n_iter) if warm is None else newton_schulz_warm(cov, warm[0][g], warm[1])
+            deconv = newton_schulz(cov, n_iter)
         else:
             mu, deconv = (np.asarray(a, dtype=np.float64) for a in stats[g])
         used.append((mu, deconv))

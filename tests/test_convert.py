@@ -52,18 +52,17 @@ def test_cifar_model_bn_and_deconvolved_train(name):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
-def test_depthwise_convs_stay_plain_unless_asked_to_whiten():
+def test_depthwise_convs_stay_plain():
     def build():
         return nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=8),
                              nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=2))
     kept = ndeconv.deconvolve(build())
     assert type(kept[2]) is nn.Conv2d and isinstance(kept[3], nn.Identity)
     assert isinstance(kept[0], ndeconv.FastDeconv) and isinstance(kept[4], ndeconv.FastDeconv)  # grouped, not depthwise
-    whitened = ndeconv.deconvolve(build(), whiten_depthwise=True)
-    assert isinstance(whitened[2], ndeconv.FastDeconv) and whitened[2].block == 1
-    recipe = load_recipe("cifar10", {"model.name": "mobilenetv2_cifar", "model.deconv.whiten_depthwise": True})
-    assert sum(isinstance(m, ndeconv.FastDeconv) and m.groups == m.in_channels > 1
-               for m in build_model(recipe).modules()) == 17
+    recipe = load_recipe("cifar10", {"model.name": "mobilenetv2_cifar"})
+    model = build_model(recipe)
+    assert not any(isinstance(m, ndeconv.FastDeconv) and m.groups == m.in_channels > 1 for m in model.modules())
+    assert sum(isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1 for m in model.modules()) == 17
 
 
 def test_fast_options_reach_every_whitening_layer_from_deconvolve_and_the_recipe():

@@ -409,8 +409,7 @@ def test_fast_deconv1d_matches_the_reference_on_the_signal_as_a_one_row_image(k,
 ])
 def test_fast_deconv3d_matches_the_float64_reference(k, stride, padding, dilation, groups, block, s):
     conv = torch.nn.Conv3d(4, 4, k, stride=stride, padding=padding, dilation=dilation, groups=groups).double()
-    layer = ndeconv.deconvolve(torch.nn.Sequential(conv), block=block, sampling_stride=s, block_fc=0,
-                               whiten_depthwise=True)[0]
+    layer = ndeconv.FastDeconv3d.from_conv(conv, bias=True, block=block, sampling_stride=s)  # depthwise too
     assert type(layer) is ndeconv.FastDeconv3d
     with torch.no_grad():
         layer.bias.uniform_(-1, 1)

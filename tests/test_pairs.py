@@ -40,7 +40,7 @@ FACTORS: dict[str, list] = {
 }
 BATCH, SEGMENTATION_TRAIN, STEPS, BUDGET_SECONDS = 32, 128, 11, 0.3
 #: Pairs refused before training (each has its own test below), and the words of their one-line error.
-REFUSED = {("task", "segmentation", "tta", True): "train.tta"}
+REFUSED = {("task", "segmentation", "tta", True): "train.tta: test-time augmentation is not available"}
 runner = CliRunner()
 
 

@@ -1,5 +1,5 @@
-"""Scale-invariant reuse (``scale``), the cheap normalisation between whitened convs (``whiten=False``,
-``whiten_every``) and warm-started Newton-Schulz (``warm_start``), against the float64 reference."""
+"""Scale-invariant reuse (``scale: channel``) against the float64 reference, and the settings removed
+in 0.2.0 (a run directory that lists them at their kept values still loads)."""
 
 import copy
 
@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import ndeconv
-from ndeconv import functional as DF
 from ndeconv.errors import RecipeError
 from ndeconv.recipe import load_recipe
 
@@ -40,8 +39,6 @@ def _x(g, seed):
 def _standardize(x, scale, running=None):
     """The input as a layer with ``scale`` whitens it; ``running = (mean, var)``: eval's channel moments."""
     x = np.asarray(x, dtype=np.float64)
-    if scale == "sample":
-        return reference.standardize_per_sample(x)
     if scale == "channel" and running is not None:
         mean, var = (np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1) for v in running)
         return (x - mean) / np.sqrt(var + 1e-5)
@@ -61,7 +58,7 @@ def _running(layer, prefix="running"):
     return [(mean[i].numpy().copy(), deconv[i].numpy().copy()) for i in range(mean.shape[0])]
 
 
-@pytest.mark.parametrize("scale", ["sample", "channel"])
+@pytest.mark.parametrize("scale", ["channel"])
 @pytest.mark.parametrize("name", GEOMETRIES)
 def test_an_update_step_whitens_the_standardised_input(name, scale):
     g = GEOMETRIES[name]
@@ -78,7 +75,7 @@ def test_an_update_step_whitens_the_standardised_input(name, scale):
         np.testing.assert_allclose(layer.running_input_var.numpy(), 0.9 + 0.1 * x64.var(axes, ddof=1), rtol=1e-10)
 
 
-@pytest.mark.parametrize("scale", ["sample", "channel"])
+@pytest.mark.parametrize("scale", ["channel"])
 @pytest.mark.parametrize("name", GEOMETRIES)
 def test_a_reuse_step_whitens_with_the_last_d_and_fresh_standardisation(name, scale):
     g = GEOMETRIES[name]
@@ -92,7 +89,7 @@ def test_a_reuse_step_whitens_with_the_last_d_and_fresh_standardisation(name, sc
     assert int(layer.num_batches_tracked) == 1
 
 
-@pytest.mark.parametrize("scale", ["none", "sample", "channel"])
+@pytest.mark.parametrize("scale", ["none", "channel"])
 def test_reuse_steps_are_invariant_to_the_input_scale_only_with_a_scale_setting(scale):
     """What makes ``update_every > 1`` train at the paper's rate: on a step that reuses D, an input
     scaled per channel (a layer before it that grew) gives the same output."""
@@ -100,7 +97,7 @@ def test_reuse_steps_are_invariant_to_the_input_scale_only_with_a_scale_setting(
     layer = _layer(g, scale=scale, update_every=4)
     layer(_x(g, 0))
     x = _x(g, 1)
-    factor = 1.0 if scale == "sample" else torch.linspace(2, 9, g["cin"], dtype=torch.float64).view(1, -1, 1, 1)
+    factor = torch.linspace(2, 9, g["cin"], dtype=torch.float64).view(1, -1, 1, 1)
     outs = []
     for inp in (x, x * 7 * factor):
         with torch.no_grad():
@@ -112,7 +109,7 @@ def test_reuse_steps_are_invariant_to_the_input_scale_only_with_a_scale_setting(
 
 
 @pytest.mark.parametrize("step", ["update", "reuse"])
-@pytest.mark.parametrize("scale", ["sample", "channel"])
+@pytest.mark.parametrize("scale", ["channel"])
 def test_gradients_flow_through_the_fresh_standardisation(scale, step):
     """Input and weight gradients against central differences of the reference: on a reuse step D and
     its mean are constants and the fresh standardisation carries the input's gradient."""
@@ -142,7 +139,7 @@ def test_gradients_flow_through_the_fresh_standardisation(scale, step):
         assert float((grad.numpy() * direction).sum()) == pytest.approx(expected, rel=1e-6, abs=1e-9), name
 
 
-@pytest.mark.parametrize("scale", ["sample", "channel"])
+@pytest.mark.parametrize("scale", ["channel"])
 def test_eval_uses_the_running_estimates_and_fuses_to_plain_torch_layers(scale):
     g = GEOMETRIES["plain"]
     layer = _layer(g, scale=scale, update_every=2)
@@ -156,33 +153,17 @@ def test_eval_uses_the_running_estimates_and_fuses_to_plain_torch_layers(scale):
     ref, _ = _ref(g, layer, x.numpy(), scale, stats=_running(layer), running=running)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
     fused = layer.fused()
-    assert [type(m) for m in fused] == [nn.GroupNorm if scale == "sample" else nn.BatchNorm2d, nn.Conv2d]
+    assert [type(m) for m in fused] == [nn.BatchNorm2d, nn.Conv2d]
     with torch.no_grad():
         torch.testing.assert_close(fused(x), out, rtol=1e-10, atol=1e-10)
 
 
-def test_a_conv_that_does_not_whiten_only_standardises_its_channels(monkeypatch):
-    g = GEOMETRIES["plain"]
-    layer = _layer(g, scale="channel", whiten=False)
-    monkeypatch.setattr(DF, "conv_patch_samples", lambda *a, **k: pytest.fail("a standardising conv gathered patches"))
-    x = _x(g, 2)
-    out = layer(x).detach().numpy()
-    ref, _ = _ref(g, layer, x.numpy(), "channel", whiten=False)
-    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-10 * np.abs(ref).max())
-    layer.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(layer.fused()(x), layer(x), rtol=1e-10, atol=1e-10)
-    with pytest.raises(ValueError, match="whiten=False needs scale='channel'"):
-        ndeconv.FastDeconv(4, 4, 3, whiten=False)
-
-
-@pytest.mark.parametrize("scale", ["sample", "channel"])
+@pytest.mark.parametrize("scale", ["channel"])
 def test_delinear_standardises_its_features(scale):
     torch.manual_seed(0)
     layer = ndeconv.Delinear(12, 5, block=4, scale=scale, dtype=torch.float64)
     x = torch.randn(16, 12, dtype=torch.float64) * torch.linspace(0.5, 4, 12, dtype=torch.float64) + 1.0
-    standardize = reference.standardize_per_sample if scale == "sample" else reference.standardize_per_channel
-    ref = reference.delinear(standardize(x.numpy()), layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+    ref = reference.delinear(reference.standardize_per_channel(x.numpy()), layer.weight.detach().numpy(), layer.bias.detach().numpy(),
                              block=4)
     np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=1e-7, atol=1e-9)
     layer.eval()
@@ -190,55 +171,32 @@ def test_delinear_standardises_its_features(scale):
         torch.testing.assert_close(layer.fused()(x), layer(x), rtol=1e-10, atol=1e-10)
 
 
-def test_warm_start_continues_from_the_layers_own_last_d():
-    g = GEOMETRIES["grouped"]
-    layer = _layer(g, warm_start=2)
-    first = _x(g, 0)
-    out0 = layer(first).detach().numpy()  # nothing to start from yet: the cold iteration
-    np.testing.assert_allclose(out0, _ref(g, layer, first.numpy(), "none")[0], rtol=1e-7, atol=1e-9)
-    inits, x = [d for _, d in _running(layer, "last")], _x(g, 1).requires_grad_()
-    y = layer(x)
-    out = y.detach().numpy()
-    ref, stats = _ref(g, layer, x.detach().numpy(), "none", warm=(inits, 2))
-    np.testing.assert_allclose(out, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
-    y.sum().backward()  # the step's own D survives the update of the buffer it started from
-    cold, _ = _ref(g, layer, x.detach().numpy(), "none")
-    assert not np.allclose(out, cold, rtol=1e-3)  # a different whitening matrix than the cold start's
+def test_removed_settings_load_at_their_kept_values_and_are_refused_otherwise(finished_tiny_run, tmp_path):
+    import shutil
 
+    import yaml
 
-def test_warm_start_from_a_near_whitening_gets_closer_than_a_cold_start():
-    """From the whitening of a covariance 1% off on its diagonal, every step brings ``D Cov D^T`` closer
-    to the identity, and two steps are far closer than two steps from the identity."""
-    torch.manual_seed(0)
-    a = torch.randn(300, 20, dtype=torch.float64) @ torch.randn(20, 20, dtype=torch.float64)
-    cov = (a.T @ a / 300).unsqueeze(0)
-    init = DF.isqrt_newton_schulz(cov + 0.01 * torch.diag_embed(cov.diagonal(dim1=1, dim2=2)), 60)
-    eye = torch.eye(20, dtype=torch.float64)
+    from ndeconv.rundir import load_run_recipe
 
-    def error(d):
-        return float(torch.linalg.matrix_norm(d[0] @ cov[0] @ d[0].T - eye))
-
-    warm = [error(DF.isqrt_newton_schulz_warm(cov, init, n)) for n in (1, 2, 3)]
-    assert warm[0] > warm[1] > warm[2]
-    assert warm[1] < error(DF.isqrt_newton_schulz(cov, 2)) / 4
-    np.testing.assert_allclose(DF.isqrt_newton_schulz_warm(cov, init, 2)[0].numpy(),
-                               reference.newton_schulz_warm(cov[0].numpy(), init[0].numpy(), 2), rtol=1e-10, atol=1e-12)
-
-
-def test_deconvolve_whitens_the_stem_the_classifier_and_every_nth_conv():
-    model = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10), scale="channel", whiten_every=3,
-                               block=16)
-    convs = [m for m in model.modules() if isinstance(m, ndeconv.FastDeconv)]
-    assert [m.whiten for m in convs] == [i % 3 == 0 for i in range(len(convs))] and len(convs) == 8
-    assert {m.scale for m in convs} == {"channel"} and convs[0].n_iter == 15  # the stem keeps its settings
-    head = model.get_classifier()
-    assert isinstance(head, ndeconv.Delinear) and head.scale == "channel" and head.whiten
-    recipe = load_recipe("digits", {"model.deconv.scale": "sample", "model.deconv.whiten_every": "2",
-                                    "model.deconv.warm_start": "1"})
-    assert (recipe.model.deconv.scale, recipe.model.deconv.whiten_every, recipe.model.deconv.warm_start) == \
-        ("sample", 2, 1)
-    with pytest.raises(RecipeError, match="whiten_every > 1 needs model.deconv.scale"):
-        load_recipe("digits", {"model.deconv.whiten_every": "2"})
-    with pytest.raises(RecipeError, match="model.deconv.scale must be one of"):
-        load_recipe("digits", {"model.deconv.scale": "batch"})
+    model = ndeconv.deconvolve(timm.create_model("mobilenetv2_050", num_classes=10), scale="channel", block=16)
+    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert depthwise and not any(isinstance(m, ndeconv.FastDeconv) for m in depthwise)  # kept plain
+    old = tmp_path / "old-run"
+    shutil.copytree(finished_tiny_run, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["model"]["deconv"].update(whiten_every=1, warm_start=0, whiten_depthwise=False)  # as 0.1 wrote it
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    assert load_run_recipe(old) == load_run_recipe(finished_tiny_run)
+    config["model"]["deconv"]["warm_start"] = 1
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(RecipeError, match=r"model.deconv.warm_start was removed in ndeconv 0.2.0.*got 1"):
+        load_run_recipe(old)
+    for key in ("whiten_every", "warm_start", "whiten_depthwise"):
+        with pytest.raises(RecipeError, match=f"model.deconv.{key} was removed in ndeconv 0.2.0"):
+            load_recipe("digits", {f"model.deconv.{key}": "2"})
+        with pytest.raises(TypeError, match=f"unknown setting '{key}'"):
+            ndeconv.DeconvConfig(**{key: 2})
+    for scale in ("sample", "batch"):
+        with pytest.raises(RecipeError, match="model.deconv.scale must be one of 'none' | 'channel'"):
+            load_recipe("digits", {"model.deconv.scale": scale})
 

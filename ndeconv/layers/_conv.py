@@ -96,11 +96,8 @@ class ConvDeconvMixin:
         return DF.coarsest_sampling_stride(positions, per_position, self.running_deconv.shape[-1],
                                            self.samples_per_dim, self.sampling_stride)
 
-    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The conv weight and bias with the whitening ``(mean, deconv)`` folded in (as they are for
-        a layer that does not whiten)."""
-        if deconv is None:
-            return self.weight, self.bias
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+        """The conv weight and bias with the whitening ``(mean, deconv)`` folded in."""
         return DF.fold_conv(self.weight, self.bias, mean, deconv, self.groups)
 
     def _check_input(self, x: Tensor) -> None:

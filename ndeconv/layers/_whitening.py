@@ -13,8 +13,8 @@ from .. import functional as DF
 Fold = tuple[Tensor, Tensor]
 
 #: How a layer makes itself invariant to the scale of its input (see :class:`WhiteningState`).
-Scale = Literal["none", "sample", "channel"]
-SCALES: tuple[str, ...] = ("none", "sample", "channel")
+Scale = Literal["none", "channel"]
+SCALES: tuple[str, ...] = ("none", "channel")
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -51,8 +51,6 @@ class WhiteningSettings(TypedDict, total=False):
     max_samples: int | None
     update_every: int
     scale: Scale
-    whiten: bool
-    warm_start: int
 
 
 class WhiteningState:
@@ -79,16 +77,11 @@ class WhiteningState:
     ``sync_stats`` (set by :func:`ndeconv.sync_deconv_stats`) all-reduces the statistics over
     ``process_group`` so every process whitens with those of the global batch.
 
-    ``scale`` makes the layer invariant to the scale of its input on every step, including the
-    steps that reuse ``D`` (``docs/method.md``, section 6), by standardising the input before it is
-    padded and whitened: ``"sample"`` each sample by its own mean and standard deviation over all
-    its values (``GroupNorm(1)`` without affine; ``LayerNorm`` for a linear layer), ``"channel"``
-    each channel by the batch's mean and variance (``BatchNorm`` without affine: its running
-    statistics ``running_input_mean``/``running_input_var`` serve eval), with the gradient
-    through them. ``whiten=False`` (with ``"channel"``) keeps only that standardisation: the
-    cheap normalisation of the layers between whitened ones. ``warm_start = n`` computes ``D``
-    on an update step from the last update's in ``n`` Newton-Schulz steps
-    (:func:`ndeconv.functional.isqrt_newton_schulz_warm`).
+    ``scale="channel"`` makes the layer invariant to the scale of its input on every step,
+    including the steps that reuse ``D`` (``docs/method.md``, section 6), by standardising each
+    input channel by the batch's mean and variance before the input is padded and whitened
+    (``BatchNorm`` without affine: its running statistics ``running_input_mean`` /
+    ``running_input_var`` serve eval), with the gradient through them.
 
     ``samples_per_dim`` (conv layers): statistics from the coarsest sampling stride, at least
     ``sampling_stride``, that still gives that many samples per dimension of the covariance
@@ -113,7 +106,7 @@ class WhiteningState:
                         dtype: torch.dtype | None = None, *, eps: float = 1e-5, n_iter: int = 5,
                         momentum: float = 0.1, freeze_iter: int | None = None, stats_grad: bool = True,
                         max_samples: int | None = None, update_every: int = 1, scale: Scale = "none",
-                        whiten: bool = True, warm_start: int = 0, channels: int | None = None) -> None:
+                        channels: int | None = None) -> None:
         """Validate and keep the settings (all but ``block`` and ``sampling_stride``, which the
         layer resolves) and register the running estimates of ``groups`` ``f``-dimensional
         distributions (and, with ``scale="channel"``, of the input's ``channels``)."""
@@ -131,12 +124,7 @@ class WhiteningState:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
         if scale != "none" and channels is None:
             raise ValueError(f"{type(self).__name__} does not support scale={scale!r}")
-        self.channels = channels
-        if not whiten and scale != "channel":
-            raise ValueError("whiten=False needs scale='channel': the standardisation is what remains of the layer")
-        if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
-            raise ValueError(f"warm_start must be a non-negative integer, got {warm_start}")
-        self.scale, self.whiten, self.warm_start = scale, bool(whiten), warm_start
+        self.channels, self.scale = channels, scale
         self.eps, self.n_iter, self.momentum, self.freeze_iter = float(eps), int(n_iter), float(momentum), freeze_iter
         self.stats_grad, self.max_samples, self.update_every = bool(stats_grad), max_samples, update_every
         eye = torch.eye(f, device=device, dtype=dtype)
@@ -144,7 +132,7 @@ class WhiteningState:
         self.register_buffer("running_deconv", eye.expand(groups, f, f).clone())
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         self.register_buffer("num_steps", torch.tensor(0, dtype=torch.long, device=device))
-        if update_every > 1 or warm_start:  # the last update's estimate, whitened with until the next one
+        if update_every > 1:  # the last update's estimate, whitened with until the next one
             self.register_buffer("last_mean", torch.zeros(groups, f, device=device, dtype=dtype))
             self.register_buffer("last_deconv", eye.expand(groups, f, f).clone())
         if scale == "channel":
@@ -209,8 +197,6 @@ class WhiteningState:
             return x
         dtype = x.dtype
         x = x.to(math_dtype(dtype))
-        if self.scale == "sample":
-            return self._sample_norm(x).to(dtype)
         if self.training and not self.frozen and self._syncing():
             return self._synced_channel_norm(x).to(dtype)
         flat = x.reshape(-1, x.shape[-1]) if self._features_last else x
@@ -220,10 +206,6 @@ class WhiteningState:
 
     #: Whether the channels are the input's last axis (a linear layer) rather than its second.
     _features_last = False
-
-    def _sample_norm(self, x: Tensor) -> Tensor:
-        """Per-sample standardisation over all of a sample's values, without affine."""
-        return torch.nn.functional.group_norm(x, 1, eps=self.eps)
 
     def _synced_channel_norm(self, x: Tensor) -> Tensor:
         """The channel standardisation with the moments of the global batch (all processes), moving
@@ -243,10 +225,6 @@ class WhiteningState:
         """The ``torch.nn`` module of the standardisation in eval (``None`` without a ``scale``), for ``fused()``."""
         from torch import nn
 
-        if self.scale == "sample":
-            if self._features_last:
-                return nn.LayerNorm(self.channels, eps=self.eps, elementwise_affine=False)
-            return nn.GroupNorm(1, self.channels, eps=self.eps, affine=False)
         if self.scale == "channel":
             norm_type = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[self._norm_dims]
             norm = norm_type(self.channels, eps=self.eps, momentum=self.momentum, affine=False,
@@ -264,16 +242,15 @@ class WhiteningState:
         norm = self._input_norm()
         return layer if norm is None else torch.nn.Sequential(norm, layer).train(self.training)
 
-    def _running_whitening(self) -> tuple[Tensor | None, Tensor | None]:
-        """The eval whitening ``(running mean, running D)``; ``(None, None)`` for a layer that does not whiten."""
-        return (self.running_mean, self.running_deconv) if self.whiten else (None, None)
+    def _running_whitening(self) -> tuple[Tensor, Tensor]:
+        """The eval whitening ``(running mean, running D)``."""
+        return self.running_mean, self.running_deconv
 
     def _estimate(self, samples: Callable[[], Tensor], dtype: torch.dtype,
-                  use_batch: bool | None = None) -> tuple[Tensor | None, Tensor | None]:
+                  use_batch: bool | None = None) -> tuple[Tensor, Tensor]:
         """``(mean, deconv)`` in ``math_dtype(dtype)``: the batch's on a step that updates (updating
         the running estimates); on a training step in between the last update's (with
-        ``update_every > 1``); else the running ones. ``(None, None)`` for a layer that does not
-        whiten.
+        ``update_every > 1``); else the running ones.
 
         Call inside :func:`float32_math`, once per forward (it counts the step) unless ``use_batch``
         passes the decision of an earlier :meth:`_take_step`. ``samples`` builds the
@@ -282,15 +259,10 @@ class WhiteningState:
         dtype = math_dtype(dtype)
         between = self.training and not self.frozen  # a training step, whether it updates or not
         if not (self._take_step() if use_batch is None else use_batch):
-            if not self.whiten:
-                return None, None
             if between and hasattr(self, "last_deconv"):  # copies: the next update changes them in place
                 return self.last_mean.to(dtype).clone(), self.last_deconv.to(dtype).clone()
             mean, deconv = self._running_whitening()
             return mean.to(dtype), deconv.to(dtype)
-        if not self.whiten:
-            self.num_batches_tracked.add_(1)
-            return None, None
         with self._stats_grad_mode():
             batch = samples().to(dtype)
             if self.max_samples is not None and batch.shape[1] > self.max_samples:
@@ -301,10 +273,7 @@ class WhiteningState:
                 mean, cov = DF.whitening_stats(batch, self.eps)
                 if self.small_batch and batch.shape[1] < batch.shape[2]:
                     cov = DF.shrink_to_diagonal(cov, DF.diagonal_shrinkage(batch))
-            if self.warm_start and int(self.num_batches_tracked) > 0:
-                deconv = DF.isqrt_newton_schulz_warm(cov, self.last_deconv.to(dtype), self.warm_start)
-            else:
-                deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
+            deconv = DF.isqrt_newton_schulz(cov, self.n_iter)
         with torch.no_grad():
             if hasattr(self, "last_deconv"):
                 self.last_mean.copy_(mean)
@@ -342,6 +311,4 @@ class WhiteningState:
         extra += f", max_samples={self.max_samples}" if self.max_samples is not None else ""
         extra += f", update_every={self.update_every}" if self.update_every != 1 else ""
         extra += f", scale={self.scale!r}" if self.scale != "none" else ""
-        extra += "" if self.whiten else ", whiten=False"
-        extra += f", warm_start={self.warm_start}" if self.warm_start else ""
         return f"eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}{extra}"

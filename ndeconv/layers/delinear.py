@@ -17,9 +17,8 @@ class Delinear(WhiteningState, nn.Linear):
 
     Input features are split into contiguous blocks of ``block`` (``gcd``-adjusted if it does
     not divide ``in_features``); all blocks share one ``block x block`` covariance, as in the
-    paper's code. Same ``weight``/``bias`` as ``nn.Linear``. With ``scale="sample"`` each input
-    vector is standardised over its features first (``LayerNorm`` without affine), with
-    ``"channel"`` each feature over the batch (``BatchNorm1d`` without affine).
+    paper's code. Same ``weight``/``bias`` as ``nn.Linear``. With ``scale="channel"`` each feature
+    is standardised over the batch first (``BatchNorm1d`` without affine).
     """
 
     _features_last = True
@@ -32,9 +31,6 @@ class Delinear(WhiteningState, nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.block = DF.resolve_block(settings.pop("block", 512), in_features)
         self._init_whitening(1, self.block, device, dtype, channels=in_features, **settings)
-
-    def _sample_norm(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, (self.in_features,), eps=self.eps)
 
     def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
         return DF.fold_linear(self.weight, self.bias, mean, deconv)
@@ -52,7 +48,7 @@ class Delinear(WhiteningState, nn.Linear):
     @torch.no_grad()
     def fused(self) -> nn.Module:
         """The plain ``nn.Linear`` that computes this layer's eval function (running estimates folded
-        in); with a ``scale``, after the standardisation (``LayerNorm``, ``BatchNorm1d``)."""
+        in); with a ``scale``, after the standardisation (``BatchNorm1d``)."""
         weight, bias = self._fold(self.running_mean, self.running_deconv)
         linear = nn.Linear(self.in_features, self.out_features, True, device=self.weight.device,
                            dtype=self.weight.dtype)

@@ -25,8 +25,6 @@ class FastDeconv1d(DirectConvDeconvMixin, WhiteningState, nn.Conv1d):
             padding=(0, padding[0]), dilation=(1, self.dilation[0]), sampling_stride=sampling_stride,
         )
 
-    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
-        if deconv is None:
-            return self.weight, self.bias
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
         weight, bias = DF.fold_conv(self.weight.unsqueeze(2), self.bias, mean, deconv, self.groups)
         return weight.squeeze(2), bias

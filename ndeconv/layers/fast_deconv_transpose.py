@@ -44,9 +44,7 @@ class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d)
         return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.output_padding, conv.groups, bias, conv.dilation)
 
-    def _fold(self, mean: Tensor | None, deconv: Tensor | None) -> tuple[Tensor, Tensor]:
-        if deconv is None:
-            return self.weight, self.bias
+    def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
         weight = DF.transposed_as_conv_weight(self.weight, self.groups)
         weight, bias = DF.fold_conv(weight, self.bias, mean, deconv, self.groups)
         return DF.conv_as_transposed_weight(weight, self.groups), bias

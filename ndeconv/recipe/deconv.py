@@ -9,7 +9,7 @@ import inspect
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Literal, Mapping
 
-__all__ = ["DeconvConfig", "PRESETS", "PRESET_KEY", "merge_settings", "presets_first"]
+__all__ = ["DeconvConfig", "PRESETS", "PRESET_KEY", "REMOVED", "merge_settings", "presets_first"]
 
 #: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``);
 #: ``paper`` is the paper's layer (the defaults). Measured in ``docs/equal-time.md``.
@@ -20,6 +20,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: The recipe key that names a preset.
 PRESET_KEY = "model.deconv.preset"
+
+#: Settings removed in ndeconv 0.2.0 (measured, never ahead of ``fast`` or of the paper's layer:
+#: docs/speed.md), with the value that behaves as every layer now does. A recipe or a run directory
+#: that gives that value still loads; any other value is refused, naming the version.
+REMOVED: dict[str, Any] = {"whiten_every": 1, "warm_start": 0, "whiten_depthwise": False}
+REMOVED_IN = "0.2.0"
 
 
 def merge_settings(given: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,15 +69,9 @@ class DeconvConfig:
     - ``stats_grad`` (False: the batch's mean and ``D`` are constants in backward),
       ``max_samples`` (at most that many samples, evenly spaced) and ``update_every`` (recompute
       the statistics on every k-th training step only): faster, non-default options;
-    - ``whiten_depthwise``: also whiten depthwise convs (off: whitening each channel's own
-      neighbourhood trains MobileNet/EfficientNet far worse);
-    - ``scale``: ``none`` (the paper), ``sample`` or ``channel``: every layer invariant to the
-      scale of its input on every step, also on steps that reuse ``D`` (what makes
-      ``update_every > 1`` train at the paper's learning rate; :class:`~ndeconv.FastDeconv`);
-    - ``whiten_every``: whiten the stem, the classifier and every n-th conv only; the other
-      convs only standardise their input channels (``scale: channel`` without whitening);
-    - ``warm_start``: on an update step, ``D`` from the last update's in that many Newton-Schulz
-      steps instead of ``n_iter`` from the identity (0: off);
+    - ``scale``: ``none`` (the paper) or ``channel``: every layer standardises its input
+      channels first, so it is invariant to their scale on every step, also on steps that reuse
+      ``D`` (what makes ``update_every > 1`` train at the paper's learning rate);
     - ``preset``: a named bundle of the settings above (:data:`PRESETS`) that fills in every
       setting not given: ``DeconvConfig(preset="fast", update_every=1)`` is ``fast`` with a fresh
       ``D`` on every step (a setting given at its default value still replaces the preset's).
@@ -103,16 +103,10 @@ class DeconvConfig:
     """Gradient through the batch's mean and whitening matrix (``false``: constants in backward)."""
     max_samples: int | None = None
     """At most this many samples (evenly spaced) for the statistics."""
-    whiten_depthwise: bool = False
-    """Also whiten depthwise convs."""
     update_every: int = 1
     """Recompute the statistics on every k-th training step; the last update whitens in between."""
-    scale: Literal["none", "sample", "channel"] = "none"
-    """``channel`` or ``sample``: standardise each layer's input first (invariant to its scale on every step)."""
-    whiten_every: int = 1
-    """Whiten the stem, the classifier and every n-th conv only; the others standardise (needs ``scale``)."""
-    warm_start: int = 0
-    """On an update step, the whitening from the last one in this many Newton-Schulz steps (0: from the identity)."""
+    scale: Literal["none", "channel"] = "none"
+    """``channel``: standardise each layer's input channels first (invariant to their scale on every step)."""
     preset: Literal["paper", "fast"] | None = None
     """A named bundle of these settings, ``paper`` (the defaults) or ``fast``: it fills in the ones not given."""
 
@@ -132,25 +126,18 @@ class DeconvConfig:
         """The settings this config was made with (the others came from its preset or the defaults)."""
         return {name: getattr(self, name) for name in self._given}
 
-    def whitens(self, conv_index: int) -> bool:
-        """Whether the ``conv_index``-th convolution (0: the stem) whitens (``whiten_every``)."""
-        return conv_index % self.whiten_every == 0
-
-    def layer_settings(self, *, stem: bool = False, whiten: bool = True) -> dict:
-        """The keyword settings of a conv deconvolution layer (the stem's steps and freezing for the
-        first conv; a conv that does not whiten only standardises its input channels)."""
+    def layer_settings(self, *, stem: bool = False) -> dict:
+        """The keyword settings of a conv deconvolution layer (the stem's steps and freezing for the first conv)."""
         n_iter = self.stem_n_iter if stem and self.stem_n_iter is not None else self.n_iter
         return {"block": self.block, "sampling_stride": self.sampling_stride, "small_batch": self.small_batch,
                 "samples_per_dim": None if stem else self.samples_per_dim, "eps": self.eps, "n_iter": n_iter,
                 "freeze_iter": self.stem_freeze_iter if stem else None, "stats_grad": self.stats_grad,
-                "max_samples": self.max_samples, "update_every": self.update_every,
-                "scale": self.scale if whiten else "channel", "whiten": whiten, "warm_start": self.warm_start}
+                "max_samples": self.max_samples, "update_every": self.update_every, "scale": self.scale}
 
     def classifier_settings(self) -> dict:
         """The keyword settings of the classifier's ``Delinear``."""
         return {"block": self.block_fc, "eps": self.eps, "n_iter": self.n_iter, "stats_grad": self.stats_grad,
-                "max_samples": self.max_samples, "update_every": self.update_every, "scale": self.scale,
-                "warm_start": self.warm_start}
+                "max_samples": self.max_samples, "update_every": self.update_every, "scale": self.scale}
 
 
 DeconvConfig.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

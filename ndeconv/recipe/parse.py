@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import RecipeError
-from .deconv import merge_settings
+from .deconv import REMOVED, REMOVED_IN, merge_settings
 from .schema import LENGTH_KEYS, Recipe, quote
 
 __all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override"]
@@ -137,9 +137,23 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
     try:
-        return _build(Recipe, raw, "")
+        return _build(Recipe, _without_removed(raw), "")
     except RecipeError as e:
         raise RecipeError(f"{source}: {e}") from None
+
+
+def _without_removed(raw: dict) -> dict:
+    """``raw`` without the removed ``model.deconv`` settings that hold the value every layer now
+    behaves as (a run directory written before their removal lists them all); another value is an error."""
+    deconv = raw.get("model", {}).get("deconv") if isinstance(raw.get("model"), dict) else None
+    if not isinstance(deconv, dict) or not REMOVED.keys() & deconv.keys():
+        return raw
+    for name, kept in REMOVED.items():
+        if name in deconv and deconv[name] != kept:
+            raise RecipeError(f"model.deconv.{name} was removed in ndeconv {REMOVED_IN} (it never came out ahead); "
+                              f"only {quote(kept)} is accepted, got {quote(deconv[name])}")
+    kept = {k: v for k, v in deconv.items() if k not in REMOVED}
+    return {**raw, "model": {**raw["model"], "deconv": kept}}
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -164,6 +178,8 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
         names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
         if part not in names:
             where = ".".join(parts[: i + 1])
+            if parts[:2] == ["model", "deconv"] and part in REMOVED:
+                raise RecipeError(f"{source}: {where} was removed in ndeconv {REMOVED_IN} (it never came out ahead)")
             hint = _did_you_mean(part, names) or (f" (known: {', '.join(names)})" if names else "")
             raise RecipeError(f"{source}: unknown key '{where}'{hint}")
         if i < len(parts) - 1:

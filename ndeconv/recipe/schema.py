@@ -264,7 +264,7 @@ LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "
           "train.batch_size": 65536, "train.epochs": 100_000, "train.steps": 10**9, "train.num_workers": 256,
           "model.deconv.block": 65536, "model.deconv.block_fc": 65536, "model.deconv.n_iter": 1000,
           "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6,
-          "model.deconv.whiten_every": 10**6, "model.deconv.warm_start": 1000, "optim.lookahead_every": 10**6}
+          "optim.lookahead_every": 10**6}
 #: Seeds are 32-bit, as numpy's.
 MAX_SEED = 2**32 - 1
 
@@ -342,18 +342,10 @@ def _check_values(r: Recipe) -> None:
     _positive("model.deconv.max_samples", r.model.deconv.max_samples)
     _positive("model.deconv.samples_per_dim", r.model.deconv.samples_per_dim)
     _positive("model.deconv.update_every", r.model.deconv.update_every)
-    _positive("model.deconv.whiten_every", r.model.deconv.whiten_every)
-    _positive("model.deconv.warm_start", r.model.deconv.warm_start, allow_zero=True)
-    if r.model.deconv.whiten_every > 1 and r.model.deconv.scale == "none":
-        raise RecipeError("model.deconv.whiten_every > 1 needs model.deconv.scale sample or channel: the convs "
-                          "between whitened ones only standardise, and a whitened one must stay scale-invariant "
-                          "too")
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _check_optim(r.optim)
     _check_length(r.train)
-    if r.train.tta and r.task != "classification":
-        raise RecipeError(f"train.tta: test-time augmentation is for classification, not task: {r.task}")
     _positive("train.batch_size", r.train.batch_size)
     _positive("train.limit_train", r.train.limit_train)
     _positive("augment.crop_padding", r.augment.crop_padding, allow_zero=True)

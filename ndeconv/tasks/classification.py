@@ -72,6 +72,6 @@ register_task(Task(
     name="classification", metric="accuracy", metric_label="accuracy", card_metric="top-1 accuracy",
     hub_tag="image-classification", hub_name="Image Classification", build_model=_classifier,
     dataloaders=_classification_loaders, loss=_cross_entropy, metrics=_classification_metrics,
-    accepts_model=is_timm_model, builtins=("digits",)))
+    accepts_model=is_timm_model, builtins=("digits",), tta=True))
 
 

@@ -42,6 +42,7 @@ class Task:
     ``loss(recipe)`` the loss module, ``metrics(recipe)`` fastai metrics (the headline one first),
     ``accepts_model(name)`` whether a model name can be built at all (checked before training).
     ``dense`` tasks predict a class per pixel: evaluation counts pixels and prediction writes masks.
+    ``tta``: whether validation can average mirrored and shifted views (``train.tta``).
     """
 
     name: str
@@ -57,6 +58,7 @@ class Task:
     accepts_model: Callable[[str], bool]
     builtins: tuple[str, ...] = ()
     dense: bool = False
+    tta: bool = False
 
 
 _TASKS: dict[str, Task] = {}
@@ -101,4 +103,6 @@ def resolve_task(recipe: Recipe) -> Task:
             raise RecipeError(f"data.builtin must be one of {', '.join(task.builtins)}, got {quote(builtin)}")
         if kind != recipe.task:
             raise RecipeError(f"data.builtin: '{builtin}' is a {kind} set, the recipe's task is {recipe.task}")
+    if recipe.train.tta and not task.tta:
+        raise RecipeError(f"train.tta: test-time augmentation is not available for task {recipe.task}")
     return task
