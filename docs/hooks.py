@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (an attribute docstring), by field name."""
+    """The description of each field of a dataclass, by field name: its metadata's (``DeconvConfig``'s
+    settings, with their valid range) or the docstring written under it (an attribute docstring)."""
+    described = {f.name: f.metadata["doc"] + (f" Valid: {f.metadata['range'].text()}." if f.metadata["range"] else "")
+                 for f in dataclasses.fields(cls) if "doc" in f.metadata}
+    if described:
+        return described
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}

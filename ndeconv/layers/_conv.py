@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
+from ..recipe.deconv import check_setting
 from ._whitening import WhiteningSettings, float32_math
 
 #: ``padding_mode`` of a conv to the ``F.pad`` mode that reproduces it.
@@ -37,10 +38,9 @@ class ConvDeconvMixin:
                      sampling_stride: int = 3, small_batch: bool = True, samples_per_dim: int | None = None,
                      **whitening) -> None:
         """Blocks (a grouped conv whitens each conv group as one block), sampling and running estimates."""
-        if sampling_stride < 1:
-            raise ValueError(f"sampling_stride must be a positive integer, got {sampling_stride}")
-        if samples_per_dim is not None and (isinstance(samples_per_dim, bool) or samples_per_dim < 1):
-            raise ValueError(f"samples_per_dim must be a positive integer or None, got {samples_per_dim}")
+        for name, value in (("block", block), ("sampling_stride", sampling_stride), ("small_batch", small_batch),
+                            ("samples_per_dim", samples_per_dim)):
+            check_setting(name, value)
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
         self.sampling_stride, self.small_batch = int(sampling_stride), bool(small_batch)

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 
 from .. import functional as DF
+from ..recipe.deconv import check_setting
 
 Fold = tuple[Tensor, Tensor]
 
 #: How a layer makes itself invariant to the scale of its input (see :class:`WhiteningState`).
 Scale = Literal["none", "channel"]
-SCALES: tuple[str, ...] = ("none", "channel")
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -110,18 +110,11 @@ class WhiteningState:
         """Validate and keep the settings (all but ``block`` and ``sampling_stride``, which the
         layer resolves) and register the running estimates of ``groups`` ``f``-dimensional
         distributions (and, with ``scale="channel"``, of the input's ``channels``)."""
-        if eps < 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        for name, value in (("eps", eps), ("n_iter", n_iter), ("stats_grad", stats_grad), ("max_samples", max_samples),
+                            ("update_every", update_every), ("scale", scale)):
+            check_setting(name, value)  # the same checks and messages as a recipe's and deconvolve's
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples must be a positive integer or None, got {max_samples}")
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"update_every must be a positive integer, got {update_every}")
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
         if scale != "none" and channels is None:
             raise ValueError(f"{type(self).__name__} does not support scale={scale!r}")
         self.channels, self.scale = channels, scale

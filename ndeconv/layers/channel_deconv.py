@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as DF
+from ..recipe.deconv import check_setting
 from ._whitening import WhiteningSettings, WhiteningState, float32_math, math_dtype
 
 
@@ -31,8 +32,7 @@ class ChannelDeconv(WhiteningState, nn.Module):
         ``sampling_stride`` 3)."""
         super().__init__()
         block, sampling_stride = settings.pop("block", 512), settings.pop("sampling_stride", 3)
-        if block < 1 or sampling_stride < 1:
-            raise ValueError(f"block and sampling_stride must be positive, got {block}, {sampling_stride}")
+        check_setting("block", block), check_setting("sampling_stride", sampling_stride)
         self.num_features = num_features
         self.block = min(block, num_features)
         self.num_blocks = num_features // self.block

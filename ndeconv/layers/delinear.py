@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as DF
+from ..recipe.deconv import check_setting
 from ._whitening import WhiteningSettings, WhiteningState, float32_math
 
 
@@ -29,7 +30,7 @@ class Delinear(WhiteningState, nn.Linear):
         """``nn.Linear``'s arguments, then the whitening's as keywords (``block`` default 512, no
         ``sampling_stride``)."""
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.block = DF.resolve_block(settings.pop("block", 512), in_features)
+        self.block = DF.resolve_block(check_setting("block", settings.pop("block", 512)), in_features)
         self._init_whitening(1, self.block, device, dtype, channels=in_features, **settings)
 
     def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:

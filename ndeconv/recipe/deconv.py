@@ -6,10 +6,15 @@ Part of the configuration leaf: standard library only.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+import math
+import typing
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Literal, Mapping
 
-__all__ = ["DeconvConfig", "PRESETS", "PRESET_KEY", "REMOVED", "merge_settings", "presets_first"]
+from ..errors import RecipeError
+
+__all__ = ["DeconvConfig", "Range", "PRESETS", "PRESET_KEY", "REMOVED", "check_setting", "merge_settings",
+           "presets_first"]
 
 #: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``);
 #: ``paper`` is the paper's layer (the defaults). Measured in ``docs/equal-time.md``.
@@ -43,82 +48,123 @@ def presets_first(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=lambda key: key != PRESET_KEY)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting takes: ``low`` to ``high`` inclusive (``low`` excluded with
+    ``open_low``); None on either side: unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+    def text(self) -> str:
+        """``>= 1``, ``> 0``, ``in [1, 1000]``."""
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {num(self.low)}"
+        return f"in {'(' if self.open_low else '['}{num(self.low)}, {num(self.high)}]"
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        return (self.low is None or above) and (self.high is None or value <= self.high)
+
+
+def setting(default: Any, doc: str, valid: Range | None = None) -> Any:
+    """A :class:`DeconvConfig` field: its default, what it does (``doc``, the one description) and
+    its valid range; its type is the annotation."""
+    return field(default=default, metadata={"doc": doc, "range": valid})
+
+
+def _type_text(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is Literal:
+        return "one of " + " | ".join(repr(a) for a in typing.get_args(tp))
+    if args:
+        return _type_text(args[0]) + (" or None" if type(None) in typing.get_args(tp) else "")
+    return {bool: "true/false", int: "an integer", float: "a number"}[tp]
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` checked against the type and range of the :class:`DeconvConfig` setting ``name``
+    (an integer is accepted as a float). A bad value is a :class:`RecipeError` whose message is
+    the same wherever it was given: a recipe (prefixed ``model.deconv.``), ``deconvolve`` or a
+    layer's constructor."""
+    f = _FIELDS[name]
+    tp, valid = _HINTS[name], f.metadata["range"]
+    kinds = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)] if typing.get_origin(tp) is not Literal \
+        else [tp]
+    ok = value is None and type(None) in typing.get_args(tp)
+    for kind in kinds:
+        if typing.get_origin(kind) is Literal:
+            ok = ok or value in typing.get_args(kind)
+        elif kind is bool:
+            ok = ok or isinstance(value, bool)
+        elif kind is float:
+            ok = ok or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        else:
+            ok = ok or (isinstance(value, int) and not isinstance(value, bool))
+    if ok and value is not None and valid is not None and not valid.holds(value):
+        ok = False
+    if not ok:
+        want = _type_text(tp) + (f" {valid.text()}" if valid is not None else "")
+        raise RecipeError(f"{name} must be {want}, got {value!r}")
+    return float(value) if kinds == [float] and value is not None else value
+
+
 @dataclass(frozen=True, init=False)
 class DeconvConfig:
-    """The settings of a conversion, the one place they are described (:func:`ndeconv.deconvolve`
-    takes one, or builds it from keywords; a recipe's ``model.deconv`` is one).
+    """The settings of a conversion to network deconvolution: :func:`ndeconv.deconvolve` takes one
+    (or builds it from keywords), a recipe's ``model.deconv`` is one, and the layers take the
+    per-layer part of it (:meth:`layer_settings`). Each setting's type, default, valid range and
+    description are its field's (:func:`setting`): the recipe checks, ``deconvolve``'s, the layers'
+    and the recipe reference all come from there.
 
-    - ``block``: channels whitened together in a conv layer's patches (``block x k x k``
-      covariances; ``gcd``-adjusted when it does not divide the channels, a whole conv group
-      when grouped);
-    - ``block_fc``: features whitened together in the classifier (``Delinear``); 0 keeps the
-      classifier a plain ``Linear``;
-    - ``sampling_stride``: statistics from every ``sampling_stride``-th output position;
-    - ``samples_per_dim``: a conv layer after the stem samples its positions at the coarsest
-      stride (at least ``sampling_stride``) that still gives that many samples per dimension of
-      its covariance (fewer positions in large early feature maps; None: ``sampling_stride``
-      everywhere). The stem keeps ``sampling_stride``: its covariance is narrow and cheap, and its
-      estimate matters (sparser, it cost VGG-11 half a point an epoch);
-    - ``small_batch``: a conv layer whose sampled positions give fewer samples than its covariance
-      is wide (a small batch, a small feature map) takes every position, and one still short of
-      samples shrinks its covariance towards the diagonal (Schafer-Strimmer; ``docs/method.md``);
-    - ``n_iter``: Newton-Schulz steps for ``Cov^(-1/2)``; ``eps``: added to the covariance's diagonal;
-    - ``stem_n_iter``, ``stem_freeze_iter``: the first conv's steps and the training step after
-      which it keeps its running estimate (None: the architecture's own, :func:`ndeconv.stem_settings`,
-      else ``n_iter`` and never);
-    - ``stats_grad`` (False: the batch's mean and ``D`` are constants in backward),
-      ``max_samples`` (at most that many samples, evenly spaced) and ``update_every`` (recompute
-      the statistics on every k-th training step only): faster, non-default options;
-    - ``scale``: ``none`` (the paper) or ``channel``: every layer standardises its input
-      channels first, so it is invariant to their scale on every step, also on steps that reuse
-      ``D`` (what makes ``update_every > 1`` train at the paper's learning rate);
-    - ``preset``: a named bundle of the settings above (:data:`PRESETS`) that fills in every
-      setting not given: ``DeconvConfig(preset="fast", update_every=1)`` is ``fast`` with a fresh
-      ``D`` on every step (a setting given at its default value still replaces the preset's).
-
-    Settings are keywords only. A config remembers which were given (:meth:`given_settings`), so a
-    recipe override or a ``deconvolve`` keyword that names another preset keeps them and lets the
-    preset fill in the rest; ``dataclasses.replace`` treats every setting as given.
+    ``preset`` names a bundle of settings (:data:`PRESETS`) that fills in every setting not given:
+    ``DeconvConfig(preset="fast", update_every=1)`` is ``fast`` with a fresh ``D`` on every step.
+    A config remembers which settings were given (:meth:`given_settings`), so a recipe override or
+    a ``deconvolve`` keyword that names another preset keeps them and lets the preset fill in the
+    rest; ``dataclasses.replace`` treats every setting as given.
     """
 
-    block: int = 64
-    """Channels whitened together in a conv layer's patches (``block x k x k`` covariances)."""
-    block_fc: int = 512
-    """Features whitened together in the classifier (``Delinear``); 0 keeps it a plain ``Linear``."""
-    sampling_stride: int = 3
-    """Statistics from every n-th output position along each axis."""
-    samples_per_dim: int | None = None
-    """Conv layers after the stem: the coarsest sampling stride that still gives this many samples per dimension."""
-    small_batch: bool = True
-    """Conv layers short of samples for their covariance: every position, then shrinkage towards the diagonal."""
-    n_iter: int = 5
-    """Newton-Schulz steps for the inverse square root of the covariance."""
-    eps: float = 1e-5
-    """Added to the covariance's diagonal (and to variances)."""
-    stem_n_iter: int | None = None
-    """The first conv's Newton-Schulz steps (``null``: the architecture's own, else ``n_iter``)."""
-    stem_freeze_iter: int | None = None
-    """Steps after which the first conv keeps its running estimate (``null``: the architecture's, else never)."""
-    stats_grad: bool = True
-    """Gradient through the batch's mean and whitening matrix (``false``: constants in backward)."""
-    max_samples: int | None = None
-    """At most this many samples (evenly spaced) for the statistics."""
-    update_every: int = 1
-    """Recompute the statistics on every k-th training step; the last update whitens in between."""
-    scale: Literal["none", "channel"] = "none"
-    """``channel``: standardise each layer's input channels first (invariant to their scale on every step)."""
-    preset: Literal["paper", "fast"] | None = None
-    """A named bundle of these settings, ``paper`` (the defaults) or ``fast``: it fills in the ones not given."""
+    block: int = setting(64, "Channels whitened together in a conv layer's patches (``block x k x k`` covariances; "
+                             "a divisor of the channels, a whole conv group when grouped).", Range(1, 65536))
+    block_fc: int = setting(512, "Features whitened together in the classifier (``Delinear``); 0 keeps it a plain "
+                                 "``Linear``.", Range(0, 65536))
+    sampling_stride: int = setting(3, "Statistics from every n-th output position along each axis.", Range(1, 4096))
+    samples_per_dim: int | None = setting(
+        None, "Conv layers after the stem: statistics from the coarsest sampling stride (at least "
+              "``sampling_stride``) that still gives this many samples per dimension of the covariance "
+              "(null: ``sampling_stride`` everywhere).", Range(1))
+    small_batch: bool = setting(True, "A conv layer short of samples for its covariance (a small batch or feature "
+                                      "map) takes every position, and shrinks a covariance still short towards "
+                                      "its diagonal.")
+    n_iter: int = setting(5, "Newton-Schulz steps for the inverse square root of the covariance.", Range(1, 1000))
+    eps: float = setting(1e-5, "Added to the covariance's diagonal (and to variances).", Range(0, open_low=True))
+    stem_n_iter: int | None = setting(None, "The first conv's Newton-Schulz steps (null: the architecture's own, "
+                                            "else ``n_iter``).", Range(1, 1000))
+    stem_freeze_iter: int | None = setting(None, "Training steps after which the first conv whitens with its running "
+                                                 "estimate (null: the architecture's own, else never).", Range(0))
+    stats_grad: bool = setting(True, "Gradient through the batch's mean and whitening matrix (false: constants in "
+                                     "backward, a cheaper step).")
+    max_samples: int | None = setting(None, "At most this many samples (evenly spaced) for the statistics.", Range(1))
+    update_every: int = setting(1, "Recompute the statistics on every k-th training step; the last update's whiten "
+                                   "the steps in between.", Range(1, 10**6))
+    scale: Literal["none", "channel"] = setting(
+        "none", "``channel``: standardise each layer's input channels first, so it is invariant to their scale "
+                "on every step (also on steps that reuse the whitening).")
+    preset: Literal["paper", "fast"] | None = setting(
+        None, "A named bundle of these settings, ``paper`` (the defaults) or ``fast``: it fills in the ones not "
+              "given.")
 
     def __init__(self, **settings: Any) -> None:
         defaults = {f.name: f.default for f in fields(self)}
         unknown = [name for name in settings if name not in defaults]
         if unknown:
             raise TypeError(f"DeconvConfig: unknown setting '{unknown[0]}' (known: {', '.join(defaults)})")
-        preset = settings.get("preset")
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-        for name, value in {**defaults, **PRESETS[preset or "paper"], **settings}.items():
+        settings = {name: check_setting(name, value) for name, value in settings.items()}
+        for name, value in {**defaults, **PRESETS[settings.get("preset") or "paper"], **settings}.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_given", tuple(name for name in defaults if name in settings))
 
@@ -143,3 +189,6 @@ class DeconvConfig:
 DeconvConfig.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
      for f in fields(DeconvConfig)])
+
+_FIELDS = {f.name: f for f in fields(DeconvConfig)}
+_HINTS = typing.get_type_hints(DeconvConfig)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import RecipeError
-from .deconv import REMOVED, REMOVED_IN, merge_settings
+from .deconv import REMOVED, REMOVED_IN, DeconvConfig, merge_settings
 from .schema import LENGTH_KEYS, Recipe, quote
 
 __all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override"]
@@ -118,7 +118,9 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     kwargs = {}
     for name, f in fields.items():
         where = f"{prefix}.{name}" if prefix else name
-        if name in raw:
+        if name in raw and cls is DeconvConfig:  # its settings check their own types and ranges
+            kwargs[name] = raw[name]
+        elif name in raw:
             try:
                 kwargs[name] = _coerce(hints[name], raw[name], where)
             except RecipeError as e:
@@ -127,7 +129,10 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
             problems.append(f"missing required key '{where}'")
     if problems:
         raise RecipeError("; ".join(problems))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except RecipeError as e:
+        raise RecipeError(f"{prefix}.{e}" if prefix else str(e)) from None
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:

@@ -262,8 +262,6 @@ def quote(value: Any) -> str:
 #: exhaust memory before any error could name it).
 LIMITS = {"data.image_size": 8192, "data.resize": 8192, "data.channels": 1024, "data.num_classes": 1_000_000,
           "train.batch_size": 65536, "train.epochs": 100_000, "train.steps": 10**9, "train.num_workers": 256,
-          "model.deconv.block": 65536, "model.deconv.block_fc": 65536, "model.deconv.n_iter": 1000,
-          "model.deconv.sampling_stride": 4096, "model.deconv.update_every": 10**6,
           "optim.lookahead_every": 10**6}
 #: Seeds are 32-bit, as numpy's.
 MAX_SEED = 2**32 - 1
@@ -336,12 +334,6 @@ def _check_values(r: Recipe) -> None:
         raise RecipeError("model.calibrate and model.freeze are settings of a deconvolution model (model.norm: deconv)")
     if d.path is None and d.builtin is None and d.hub_id is None:
         raise RecipeError("data needs a source: path, builtin or hub_id")
-    for key in ("block", "block_fc", "sampling_stride", "n_iter"):
-        _positive(f"model.deconv.{key}", getattr(r.model.deconv, key), allow_zero=key == "block_fc")
-    _positive("model.deconv.eps", r.model.deconv.eps)
-    _positive("model.deconv.max_samples", r.model.deconv.max_samples)
-    _positive("model.deconv.samples_per_dim", r.model.deconv.samples_per_dim)
-    _positive("model.deconv.update_every", r.model.deconv.update_every)
     _positive("optim.lr", r.optim.lr)
     _positive("optim.weight_decay", r.optim.weight_decay, allow_zero=True)
     _check_optim(r.optim)
