@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 
 from .app import command
-from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, load_checked_recipe,
-                     quiet_datasets)
+from .common import DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, overrides, quiet_datasets
 
 
 def summary_table(run_dir: Path, results: dict) -> Table:
@@ -57,13 +56,8 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a recipe (default: the bundled digits recipe with deconvolution) into a run directory."""
-    from ..train import default_run_dir
-    from ..train import resume as resume_run
-    from ..train import train
-
-    from ..errors import LaunchError, OutputError, RecipeError
-    from ..outputs import check_writable
-    from .launch import LAUNCHED_ENV
+    from ..errors import LaunchError
+    from ..train.learner import process_state
 
     quiet_datasets(quiet)
     launched = os.environ.get("WORLD_SIZE")  # this process is one of a launch's: it trains, it does not launch
@@ -72,95 +66,85 @@ def train_cmd(
     flags = {"--model": model, "--norm": norm, "--budget": budget, "--epochs": epochs, "--lr": lr,
              "--batch-size": batch_size, "--precision": precision, "--data": data, "--limit-train": limit_train,
              "--seed": seed, "--log-with": log_with}
-    if resume is None:
-        if budget is not None and epochs is not None:
-            raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
-        r, _ = load_checked_recipe(recipe, flags, set_)
-        run_dir = check_writable(out or default_run_dir(r), directory=True)
-    else:
-        given = {"a recipe": recipe != DEFAULT_RECIPE, **flags, "--out": out, "--set": set_}
+    plan = _plan(recipe, flags, set_, out, resume, num_processes, sync_stats)
+    if plan.num_processes > 1 and launched is None:
+        code = _launch(plan, quiet)
+        if code != 0:
+            raise typer.Exit(code)
+        return  # rank 0 of the launched processes printed the summary
+    results = _execute(plan, quiet)
+    if process_state().is_main_process:
+        console.print(summary_table(plan.run_dir, results))
+
+
+def _plan(recipe: str, flags: dict, sets: list[str], out: Path | None, resume: Path | None,
+          num_processes: int | None, sync_stats: bool | None):
+    """The run the flags ask for, resolved once: a new run of the recipe with its overrides, or the
+    continuation of ``resume`` with its own recipe, processes and synchronisation."""
+    from ..errors import RecipeError
+    from ..recipe import load_recipe
+    from ..train.plan import plan_resume, plan_train
+
+    if resume is not None:
+        given = {"a recipe": recipe != DEFAULT_RECIPE, **flags, "--out": out, "--set": sets}
         extra = [name for name, value in given.items() if value not in (None, False, [])]
         if extra:
             raise RecipeError(f"--resume continues {resume} with its own recipe; drop {', '.join(extra)} "
                               "(or start a new run)")
-        run_dir = check_writable(resume, directory=True)
-        num_processes, sync_stats = _resume_launch(run_dir, num_processes, sync_stats)
-    num_processes = num_processes or 1
-    sync_stats = True if sync_stats is None else sync_stats
-    continue_hint = f"continue from the last finished epoch with `ndeconv train --resume {run_dir}`"
-    if num_processes > 1 and launched is None:
-        code = _launch(num_processes, run_dir, None if resume is not None else r, sync_stats, quiet, continue_hint)
-        if code != 0:
-            raise typer.Exit(code)
-        return  # rank 0 of the launched processes printed the summary
+        return plan_resume(resume, num_processes=num_processes, sync_stats=sync_stats)
+    if flags["--budget"] is not None and flags["--epochs"] is not None:
+        raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
+    processes = int(os.environ.get("WORLD_SIZE", num_processes or 1))
+    return plan_train(load_recipe(recipe, *overrides(flags, sets)), out, num_processes=processes,
+                      sync_stats=True if sync_stats is None else sync_stats,
+                      check_dir=os.environ.get("RANK", "0") == "0")  # a launch's first rank checks it
+
+
+def _execute(plan, quiet: bool) -> dict:
+    """Train ``plan`` in this process; an interruption, a lost process or a failed write ends with
+    one line saying how to continue."""
+    from ..errors import LaunchError, OutputError
+    from ..rundir import CONFIG
+    from ..train.learner import process_state
+    from ..train.run import execute
+    from .launch import LAUNCHED_ENV
+
     try:
-        if resume is None:
-            run_dir, results = train(r, run_dir, console=err_console, progress=not quiet, sync_stats=sync_stats)
-        else:
-            run_dir, results = resume_run(resume, console=err_console, progress=not quiet, sync_stats=sync_stats)
+        return execute(plan, console=err_console, progress=not quiet)
     except LaunchError as e:
         if not e.lost_peer:
             raise
         if os.environ.get(LAUNCHED_ENV):  # ndeconv's launcher names the process that died
             raise typer.Exit(LOST_PEER) from None
         raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
-                          f"launch and `--resume {run_dir}`") from None
+                          f"launch and `--resume {plan.run_dir}`") from None
     except KeyboardInterrupt:
-        from ..train.learner import process_state
-
         if process_state().is_main_process:  # one line for the run, not one per process
-            err_console.print(f"interrupted: continue from the last finished epoch with `ndeconv train --resume "
-                              f"{run_dir}`", soft_wrap=True, highlight=False)
+            err_console.print(f"interrupted: {plan.resume_hint}", soft_wrap=True, highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
-        from ..rundir import CONFIG
-
-        if not (run_dir / CONFIG).is_file():
+        if not (plan.run_dir / CONFIG).is_file():
             raise
-        raise OutputError(f"{e}; once there is room, {continue_hint}") from None
-    from ..train.learner import process_state
-
-    if process_state().is_main_process:
-        console.print(summary_table(run_dir, results))
+        raise OutputError(f"{e}; once there is room, {plan.resume_hint}") from None
 
 
-def _launch(num_processes: int, run_dir: Path, recipe, sync_stats: bool, quiet: bool, continue_hint: str) -> int:
-    """``ndeconv train`` on N processes: the resolved recipe travels to them as a file (so every
-    override applies on every rank), or they resume ``run_dir`` (``recipe`` None)."""
+def _launch(plan, quiet: bool) -> int:
+    """``ndeconv train`` on the plan's processes: a new run's resolved recipe travels to them as a file
+    (so every override applies on every rank), or they resume the run directory."""
     import tempfile
 
     from ..errors import LaunchError
     from ..outputs import write_yaml
-    from .launch import launch_train
     from ..recipe import recipe_to_dict
+    from .launch import launch_train
 
     with tempfile.TemporaryDirectory(prefix="ndeconv-recipe-") as tmp:
-        args = ["--resume", str(run_dir)]
-        if recipe is not None:
-            args = [str(write_yaml(Path(tmp) / f"{recipe.name}.yaml", recipe_to_dict(recipe))), "--out", str(run_dir)]
-        args += ["--sync-stats" if sync_stats else "--no-sync-stats"] + (["--quiet"] if quiet else [])
+        args = ["--resume", str(plan.run_dir)]
+        if plan.start == "new":
+            recipe_file = write_yaml(Path(tmp) / f"{plan.recipe.name}.yaml", recipe_to_dict(plan.recipe))
+            args = [str(recipe_file), "--out", str(plan.run_dir)]
+        args += ["--sync-stats" if plan.sync_stats else "--no-sync-stats"] + (["--quiet"] if quiet else [])
         try:
-            return launch_train(num_processes, args)
+            return launch_train(plan.num_processes, args)
         except LaunchError as e:
-            raise LaunchError(f"{e}; {continue_hint}") from None
-
-
-def _resume_launch(run_dir: Path, num_processes: int | None,
-                   sync_stats: bool | None) -> tuple[int | None, bool | None]:
-    """The process count and statistics synchronisation to resume ``run_dir`` with: the run's own,
-    recorded when it started; a flag asking for other ones is refused."""
-    from ..errors import LaunchError
-    from ..train.processes import read_launch
-
-    launch = read_launch(run_dir) if run_dir.is_dir() else None
-    if launch is None:
-        return num_processes, sync_stats
-    if num_processes is not None and num_processes != launch["num_processes"]:
-        raise LaunchError(f"--num-processes {num_processes}: {run_dir} was trained on {launch['num_processes']} "
-                          "process(es) and resumes on them (other batches would give other numbers); drop "
-                          "--num-processes")
-    if sync_stats is not None and sync_stats != launch["sync_stats"]:
-        flag = "--sync-stats" if sync_stats else "--no-sync-stats"
-        raise LaunchError(f"{flag}: {run_dir} was trained with{'out' if sync_stats else ''} synchronised "
-                          f"statistics and resumes so; drop {flag}")
-    return launch["num_processes"], launch["sync_stats"]
+            raise LaunchError(f"{e}; {plan.resume_hint}") from None

@@ -83,7 +83,7 @@ def _type_text(tp: Any) -> str:
         return "one of " + " | ".join(repr(a) for a in typing.get_args(tp))
     if args:
         return _type_text(args[0]) + (" or None" if type(None) in typing.get_args(tp) else "")
-    return {bool: "true/false", int: "an integer", float: "a number"}[tp]
+    return {bool: "true/false", int: "an integer", float: "a finite number"}[tp]
 
 
 def check_setting(name: str, value: Any) -> Any:

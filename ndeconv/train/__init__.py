@@ -10,10 +10,12 @@ except ModuleNotFoundError as e:
 from .callbacks import AcceleratorCallback, RichProgressCallback, RunDirCallback
 from .checkpoint import load_checkpoint, save_checkpoint
 from .learner import build_learner, fit_recipe, make_accelerator
-from .run import default_run_dir, resume, train
+from .plan import RunPlan, plan_resume, plan_train
+from .run import default_run_dir, execute, resume, train
 from .tracking import TrackerCallback
 
 __all__ = [
     "AcceleratorCallback", "RichProgressCallback", "RunDirCallback", "TrackerCallback", "load_checkpoint",
     "save_checkpoint", "build_learner", "fit_recipe", "make_accelerator", "default_run_dir", "resume", "train",
+    "RunPlan", "plan_train", "plan_resume", "execute",
 ]

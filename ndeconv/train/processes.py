@@ -23,8 +23,7 @@ from ..errors import LaunchError, RunDirError, first_line
 from ..outputs import write_json
 from ..rundir import LAUNCH
 
-__all__ = ["record_launch", "read_launch", "check_launch_environment", "check_resume_processes",
-           "lost_peer", "naming_lost_peers"]
+__all__ = ["record_launch", "read_launch", "check_launch_environment", "lost_peer", "naming_lost_peers"]
 
 
 def record_launch(run_dir: Path, num_processes: int, sync_stats: bool) -> None:
@@ -73,15 +72,6 @@ def check_launch_environment(num_processes: int) -> None:
                       "run into one directory; launch every machine's processes into one process group "
                       "(accelerate launch --multi_gpu --num_machines N --machine_rank R ...), or unset those "
                       "variables to train on one process")
-
-
-def check_resume_processes(run_dir: Path, num_processes: int) -> None:
-    """Refuse to resume ``run_dir`` on another number of processes than it was launched on."""
-    launch = read_launch(run_dir)
-    if launch is not None and launch["num_processes"] != num_processes:
-        raise LaunchError(f"{run_dir}: trained on {launch['num_processes']} process(es), resumed on "
-                          f"{num_processes}; a resume continues on the run's own processes (other batches would "
-                          "give other numbers)", recorded=launch["num_processes"])
 
 
 def lost_peer(error: BaseException) -> bool:
