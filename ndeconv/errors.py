@@ -67,6 +67,6 @@ class LaunchError(NdeconvError, RuntimeError):
     """
 
     def __init__(self, message: str, *, rank: int | None = None, world_size: int | None = None,
-                 recorded: int | None = None, lost_peer: bool = False):
-        super().__init__(message)
+                 recorded: int | None = None, lost_peer: bool = False, argument: str | None = None):
+        super().__init__(message, argument=argument)
         self.rank, self.world_size, self.recorded, self.lost_peer = rank, world_size, recorded, lost_peer

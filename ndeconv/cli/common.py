@@ -25,7 +25,8 @@ INPUT_ERROR, LOST_PEER, INTERRUPTED = 2, 3, 130
 DEFAULT_RECIPE = "digits"
 MAX_ERROR = 2000  # characters of an error line
 #: The library arguments an error may start with (``NdeconvError.argument``) and the option the user typed.
-ARGUMENT_FLAGS = {"grid": "--grid", "norms": "--norms", "time_budgets": "--budget", "fmt": "--format"}
+ARGUMENT_FLAGS = {"grid": "--grid", "norms": "--norms", "time_budgets": "--budget", "fmt": "--format",
+                  "num_processes": "--num-processes", "sync_stats": "--sync-stats", "no_sync_stats": "--no-sync-stats"}
 #: The options that set a recipe key, and the key each sets (the one table of them).
 FLAG_KEYS = {"--model": "model.name", "--norm": "model.norm", "--budget": "train.budget", "--epochs": "train.epochs",
              "--lr": "optim.lr", "--batch-size": "train.batch_size", "--precision": "train.precision",

@@ -77,6 +77,11 @@ def train_cmd(
         console.print(summary_table(plan.run_dir, results))
 
 
+def _resume_hint(run_dir: Path) -> str:
+    """How to continue an interrupted run, in the command line's words."""
+    return f"continue from the last finished epoch with `ndeconv train --resume {run_dir}`"
+
+
 def _plan(recipe: str, flags: dict, sets: list[str], out: Path | None, resume: Path | None,
           num_processes: int | None, sync_stats: bool | None):
     """The run the flags ask for, resolved once: a new run of the recipe with its overrides, or the
@@ -120,12 +125,12 @@ def _execute(plan, quiet: bool) -> dict:
                           f"launch and `--resume {plan.run_dir}`") from None
     except KeyboardInterrupt:
         if process_state().is_main_process:  # one line for the run, not one per process
-            err_console.print(f"interrupted: {plan.resume_hint}", soft_wrap=True, highlight=False)
+            err_console.print(f"interrupted: {_resume_hint(plan.run_dir)}", soft_wrap=True, highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact
         if not (plan.run_dir / CONFIG).is_file():
             raise
-        raise OutputError(f"{e}; once there is room, {plan.resume_hint}") from None
+        raise OutputError(f"{e}; once there is room, {_resume_hint(plan.run_dir)}") from None
 
 
 def _launch(plan, quiet: bool) -> int:
@@ -147,4 +152,4 @@ def _launch(plan, quiet: bool) -> int:
         try:
             return launch_train(plan.num_processes, args)
         except LaunchError as e:
-            raise LaunchError(f"{e}; {plan.resume_hint}") from None
+            raise LaunchError(f"{e}; {_resume_hint(plan.run_dir)}") from None

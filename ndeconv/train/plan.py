@@ -38,11 +38,6 @@ class RunPlan:
     num_processes: int = 1
     sync_stats: bool = True
 
-    @property
-    def resume_hint(self) -> str:
-        """How to continue this run after an interruption."""
-        return f"continue from the last finished epoch with `ndeconv train --resume {self.run_dir}`"
-
 
 def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
     """``runs/<recipe>-<model>-<norm>-<YYYYmmdd-HHMMSS>``."""
@@ -70,13 +65,13 @@ def plan_resume(run_dir: str | Path, *, num_processes: int | None = None, sync_s
     launch = read_launch(run_dir)
     if launch is not None:
         if num_processes is not None and num_processes != launch["num_processes"]:
-            raise LaunchError(f"--num-processes {num_processes}: {run_dir} was trained on {launch['num_processes']} "
-                              "process(es) and resumes on them (other batches would give other numbers); drop "
-                              "--num-processes", recorded=launch["num_processes"])
+            raise LaunchError(f"num_processes {num_processes}: {run_dir} was trained on {launch['num_processes']} "
+                              "process(es) and resumes on them (other batches would give other numbers)",
+                              recorded=launch["num_processes"], argument="num_processes")
         if sync_stats is not None and sync_stats != launch["sync_stats"]:
-            flag = "--sync-stats" if sync_stats else "--no-sync-stats"
-            raise LaunchError(f"{flag}: {run_dir} was trained with{'out' if sync_stats else ''} synchronised "
-                              f"statistics and resumes so; drop {flag}")
+            argument = "sync_stats" if sync_stats else "no_sync_stats"
+            raise LaunchError(f"{argument}: {run_dir} was trained with{'out' if sync_stats else ''} synchronised "
+                              "statistics and resumes so", argument=argument)
         num_processes, sync_stats = launch["num_processes"], launch["sync_stats"]
     task = resolve_task(recipe)
     if is_finished(run_dir):
