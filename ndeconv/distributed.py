@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers._whitening import WhiteningState
+from .layers._whitening import WhiteningLayer
 
 __all__ = ["sync_deconv_stats"]
 
@@ -18,7 +18,7 @@ def sync_deconv_stats(model: nn.Module, enabled: bool = True, process_group: obj
     and its running estimates stay identical across ranks. In a single process it changes
     nothing. Returns the number of layers set.
     """
-    layers = [m for m in model.modules() if isinstance(m, WhiteningState)]
+    layers = [m for m in model.modules() if isinstance(m, WhiteningLayer)]
     for layer in layers:
         layer.sync_stats, layer.process_group = enabled, process_group
     return len(layers)

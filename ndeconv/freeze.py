@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers._whitening import WhiteningState
+from .layers._whitening import WhiteningLayer
 
 __all__ = ["freeze"]
 
@@ -20,6 +20,6 @@ def freeze(model: nn.Module) -> nn.Module:
     model is exact in training and eval alike.
     """
     for layer in model.modules():
-        if isinstance(layer, WhiteningState):
+        if isinstance(layer, WhiteningLayer):
             layer.freeze_iter = 0
     return model

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from .layers._whitening import WhiteningState
+from .layers._whitening import WhiteningLayer
 from .rules import NormFreeAct
 
 __all__ = ["fuse"]
@@ -30,7 +30,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
 
     def visit(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
-            if isinstance(child, WhiteningState):
+            if isinstance(child, WhiteningLayer):
                 setattr(parent, name, child.fused())
             elif isinstance(child, NormFreeAct):
                 setattr(parent, name, nn.Sequential(*child))

@@ -71,8 +71,8 @@ def test_an_update_step_whitens_the_standardised_input(name, scale):
         np.testing.assert_allclose(run_deconv, 0.1 * deconv + 0.9 * np.eye(len(deconv)), rtol=1e-7, atol=1e-10)
     if scale == "channel":  # BatchNorm's running statistics: the unbiased variance
         axes, x64 = (0, 2, 3), x.numpy()
-        np.testing.assert_allclose(layer.running_input_mean.numpy(), 0.1 * x64.mean(axes), rtol=1e-10)
-        np.testing.assert_allclose(layer.running_input_var.numpy(), 0.9 + 0.1 * x64.var(axes, ddof=1), rtol=1e-10)
+        np.testing.assert_allclose(layer.input_norm.running_mean.numpy(), 0.1 * x64.mean(axes), rtol=1e-10)
+        np.testing.assert_allclose(layer.input_norm.running_var.numpy(), 0.9 + 0.1 * x64.var(axes, ddof=1), rtol=1e-10)
 
 
 @pytest.mark.parametrize("scale", ["channel"])
@@ -149,7 +149,7 @@ def test_eval_uses_the_running_estimates_and_fuses_to_plain_torch_layers(scale):
     x = _x(g, 9)
     with torch.no_grad():
         out = layer(x)
-    running = (layer.running_input_mean.numpy(), layer.running_input_var.numpy()) if scale == "channel" else None
+    running = (layer.input_norm.running_mean.numpy(), layer.input_norm.running_var.numpy()) if scale == "channel" else None
     ref, _ = _ref(g, layer, x.numpy(), scale, stats=_running(layer), running=running)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
     fused = layer.fused()

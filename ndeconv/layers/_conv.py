@@ -22,7 +22,7 @@ _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 class ConvDeconvMixin:
     """Mixin for ``FastDeconv``-style layers that subclass a ``torch.nn`` conv of the same arguments
-    (and :class:`~ndeconv.layers._whitening.WhiteningState`).
+    (and :class:`~ndeconv.layers._whitening.WhiteningLayer`).
 
     A subclass says which patches its weight multiplies (:meth:`_patch_samples`, ``(groups, m, f)``
     with ``f = block * prod(kernel_size)``) and which plain conv it fuses to (``plain``); the
@@ -43,10 +43,10 @@ class ConvDeconvMixin:
             check_setting(name, value)
         per_group = self.in_channels // self.groups
         self.block = per_group if self.groups > 1 else DF.resolve_block(block, self.in_channels)
-        self.sampling_stride, self.small_batch = int(sampling_stride), bool(small_batch)
+        self.sampling_stride = int(sampling_stride)
         self.samples_per_dim = None if samples_per_dim is None else int(samples_per_dim)
         self._init_whitening(self.groups, self.block * math.prod(self.kernel_size), device, dtype,
-                             channels=self.in_channels, **whitening)
+                             channels=self.in_channels, small_batch=small_batch, **whitening)
 
     @property
     def _norm_dims(self) -> int:
@@ -112,7 +112,7 @@ class ConvDeconvMixin:
         """The forward every layer shares: the whitening of ``patches()`` (the batch's or the running
         one) folded into weight and bias, then the one convolution ``conv(weight, bias)``."""
         with float32_math(x.device):
-            mean, deconv = self._estimate(patches, x.dtype)
+            mean, deconv = self.estimator(patches, x.dtype)
             weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
                                              (self.weight, self.bias, self.running_mean, self.running_deconv))
         return conv(weight.to(x.dtype), bias.to(x.dtype))

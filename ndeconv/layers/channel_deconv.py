@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ..recipe.deconv import check_setting
-from ._whitening import WhiteningSettings, WhiteningState, float32_math, math_dtype
+from ._whitening import WhiteningSettings, WhiteningLayer, float32_math, math_dtype
 
 
-class ChannelDeconv(WhiteningState, nn.Module):
+class ChannelDeconv(WhiteningLayer, nn.Module):
     """Whiten channels in contiguous blocks of ``block`` (one covariance per block).
 
     Input ``(N, C)`` or ``(N, C, H, W)`` (statistics from every ``sampling_stride``-th pixel).
@@ -55,10 +55,10 @@ class ChannelDeconv(WhiteningState, nn.Module):
             self.input_dims.fill_(x.dim())
         width = self.num_blocks * self.block
         dtype = math_dtype(x.dtype)
-        use_batch = self._take_step()  # decided once for both parts: it counts the step
+        use_batch = self.estimator.take_step()  # decided once for both parts: it counts the step
         with float32_math(x.device):
             samples = self._samples(x) if use_batch else None
-            mean, deconv = self._estimate(
+            mean, deconv = self.estimator(
                 lambda: samples[:, :width].reshape(-1, self.num_blocks, self.block).transpose(0, 1), x.dtype,
                 use_batch,
             )
@@ -79,8 +79,8 @@ class ChannelDeconv(WhiteningState, nn.Module):
         """Per-channel mean and variance of the leftover channels: of ``samples``, else running."""
         if samples is None:
             return self.running_mean_rest.to(dtype), self.running_var_rest.to(dtype)
-        with self._stats_grad_mode():
-            if self._syncing():
+        with self.estimator.stats_grad_mode():
+            if self.estimator.syncing():
                 mean, var = DF.sync_whitening_stats(samples.t().unsqueeze(-1), 0.0, self.process_group)
                 mean, var = mean.squeeze(-1), var.flatten()
             else:

@@ -10,10 +10,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ..recipe.deconv import check_setting
-from ._whitening import WhiteningSettings, WhiteningState, float32_math
+from ._whitening import WhiteningSettings, WhiteningLayer, float32_math
 
 
-class Delinear(WhiteningState, nn.Linear):
+class Delinear(WhiteningLayer, nn.Linear):
     """``linear(Cov^(-1/2) (x - mu), W)`` with the whitening folded into the weight.
 
     Input features are split into contiguous blocks of ``block`` (``gcd``-adjusted if it does
@@ -41,7 +41,7 @@ class Delinear(WhiteningState, nn.Linear):
             raise ValueError(f"Delinear expects (..., {self.in_features}) input, got {tuple(x.shape)}")
         x = self._standardized(x)
         with float32_math(x.device):
-            mean, deconv = self._estimate(lambda: DF.linear_samples(x, self.block), x.dtype)
+            mean, deconv = self.estimator(lambda: DF.linear_samples(x, self.block), x.dtype)
             weight, bias = self._fold_cached(lambda: self._fold(mean, deconv),
                                              (self.weight, self.bias, self.running_mean, self.running_deconv))
         return F.linear(x, weight.to(x.dtype), bias.to(x.dtype))

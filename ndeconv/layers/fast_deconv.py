@@ -6,10 +6,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ._conv import DirectConvDeconvMixin
-from ._whitening import WhiteningState
+from ._whitening import WhiteningLayer
 
 
-class FastDeconv(DirectConvDeconvMixin, WhiteningState, nn.Conv2d):
+class FastDeconv(DirectConvDeconvMixin, WhiteningLayer, nn.Conv2d):
     """Network deconvolution conv layer: ``conv2d(Cov^(-1/2) (patches - mu), W)``, implicitly.
 
     Same ``weight``/``bias`` and geometry as ``nn.Conv2d`` (a conv's state loads into it). In

@@ -6,10 +6,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ._conv import DirectConvDeconvMixin
-from ._whitening import WhiteningState
+from ._whitening import WhiteningLayer
 
 
-class FastDeconv1d(DirectConvDeconvMixin, WhiteningState, nn.Conv1d):
+class FastDeconv1d(DirectConvDeconvMixin, WhiteningLayer, nn.Conv1d):
     """Network deconvolution for ``Conv1d``: the patches its weight multiplies are the ``block * k``
     values of a window of ``k`` positions (dilated) across a block of channels; they are whitened
     exactly as a ``FastDeconv`` with a ``1 x k`` kernel whitens the same signal seen as a

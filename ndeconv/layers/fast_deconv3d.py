@@ -6,10 +6,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ._conv import DirectConvDeconvMixin
-from ._whitening import WhiteningState
+from ._whitening import WhiteningLayer
 
 
-class FastDeconv3d(DirectConvDeconvMixin, WhiteningState, nn.Conv3d):
+class FastDeconv3d(DirectConvDeconvMixin, WhiteningLayer, nn.Conv3d):
     """Network deconvolution for ``Conv3d``: the patches its weight multiplies are the
     ``block * kd*kh*kw`` values of a (dilated) ``kd x kh x kw`` window across a block of
     channels, sampled at every ``sampling_stride``-th output position along each axis

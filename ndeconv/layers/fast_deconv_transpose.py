@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from .. import functional as DF
 from ._conv import ConvDeconvMixin
-from ._whitening import WhiteningSettings, WhiteningState
+from ._whitening import WhiteningSettings, WhiteningLayer
 
 
-class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningState, nn.ConvTranspose2d):
+class FastDeconvTranspose2d(ConvDeconvMixin, WhiteningLayer, nn.ConvTranspose2d):
     """Network deconvolution for ``ConvTranspose2d``.
 
     Output pixel ``(u, v)`` is ``sum W[c, o, a, b] * P[c, a, b]``, with ``P[c, a, b]`` the input

@@ -20,7 +20,7 @@ import torch
 from fastai.callback.core import Callback, CancelFitException, TrainEvalCallback
 from fastai.learner import CastToTensor, Recorder
 
-from ..layers._whitening import WhiteningState
+from ..layers._whitening import WhiteningLayer
 from .checkpoint import rng_state, set_rng_state
 
 __all__ = ["WARMUP_STEPS", "TIMED_STEPS", "StepTimer", "FirstBatches", "StepLimit", "measure_step_seconds",
@@ -107,7 +107,7 @@ def calibrate(learn, budget_seconds: float) -> tuple[int, float]:
     Layers that recompute their statistics every k-th step only (``update_every``) make steps of
     two costs; the timed steps then span whole k-step cycles, so their mean is the run's.
     """
-    cycle = max((getattr(m, "update_every", 1) for m in learn.model.modules() if isinstance(m, WhiteningState)),
+    cycle = max((getattr(m, "update_every", 1) for m in learn.model.modules() if isinstance(m, WhiteningLayer)),
                 default=1)
     step_seconds = round(measure_step_seconds(learn, WARMUP_STEPS, math.ceil(TIMED_STEPS / cycle) * cycle), 6)
     return steps_for_budget(budget_seconds, step_seconds), step_seconds  # as recorded: one follows from the other
