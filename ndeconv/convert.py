@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from torch import nn
 from .calibrate import calibrate_layers
 from .errors import UnsupportedLayerError
 from .norms import NORM_NAMES
-from .recipe.deconv import merge_settings
+from .recipe.deconv import presets_first, with_setting
 from .rules import ConversionContext, DeconvConfig, get_rule, needs_rule
 
 __all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "UnsupportedLayerError"]
@@ -77,9 +78,14 @@ def _turn_off_inplace(model: nn.Module) -> list[str]:
 
 
 def _with_settings(config: DeconvConfig, settings: dict[str, Any]) -> DeconvConfig:
-    """``config`` with the keyword ``settings`` on top of the ones it was given (a ``preset``
-    keyword replaces the settings it bundles); ``DeconvConfig`` names the known ones for an unknown one."""
-    return DeconvConfig(**merge_settings(config.given_settings(), settings)) if settings else config
+    """``config`` with the keyword ``settings`` on top (a ``preset`` keyword first, replacing the
+    settings it bundles); ``DeconvConfig`` names the known ones for an unknown one."""
+    if not settings:
+        return config
+    merged = dataclasses.asdict(config)
+    for name in presets_first(settings):
+        merged = with_setting(merged, name, settings[name])
+    return DeconvConfig(**merged)
 
 
 def stem_settings(model: nn.Module) -> dict[str, int]:

@@ -24,7 +24,6 @@ def test_a_preset_fills_in_what_is_not_given_also_against_a_default_value():
     assert _settings(DeconvConfig(preset="fast")) == (FAST["block"], FAST["scale"], FAST["update_every"])
     given_default = DeconvConfig(preset="fast", update_every=PAPER.update_every)
     assert _settings(given_default) == (FAST["block"], FAST["scale"], PAPER.update_every)
-    assert given_default.given_settings() == {"update_every": PAPER.update_every, "preset": "fast"}
 
 
 def test_a_recipe_files_setting_wins_over_its_preset(tmp_path):

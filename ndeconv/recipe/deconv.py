@@ -13,13 +13,13 @@ from typing import Any, Iterable, Literal, Mapping
 
 from ..errors import RecipeError
 
-__all__ = ["DeconvConfig", "Range", "PRESETS", "PRESET_KEY", "REMOVED", "check_setting", "merge_settings",
+__all__ = ["DeconvConfig", "Range", "PRESETS", "PRESET_KEY", "REMOVED", "check_setting", "with_setting",
            "presets_first"]
 
-#: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``);
-#: ``paper`` is the paper's layer (the defaults). Measured in ``docs/equal-time.md``.
+#: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``),
+#: each giving the same settings: ``paper`` is the paper's layer (their defaults). Measured in ``docs/equal-time.md``.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": {"block": 64, "scale": "none", "update_every": 1, "samples_per_dim": None},
     "fast": {"block": 16, "scale": "channel", "update_every": 2, "samples_per_dim": 64},
 }
 
@@ -33,19 +33,17 @@ REMOVED: dict[str, Any] = {"whiten_every": 1, "warm_start": 0, "whiten_depthwise
 REMOVED_IN = "0.2.0"
 
 
-def merge_settings(given: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` on top of ``given``; a ``preset`` among ``settings`` also takes out the given
-    values of the settings it bundles, so the new preset's values replace them."""
-    replaced: Mapping[str, Any] = {}
-    if isinstance(settings.get("preset"), str):
-        replaced = PRESETS.get(settings["preset"], {})
-    return {**{name: value for name, value in given.items() if name not in replaced}, **settings}
+def with_setting(settings: Mapping[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """``settings`` with ``name`` set to ``value``; a new ``preset`` brings its bundle, replacing the
+    settings it gives (set the others after it: :func:`presets_first`)."""
+    bundle = PRESETS.get(value, {}) if name == "preset" and isinstance(value, str) else {}
+    return {**settings, **bundle, name: value}
 
 
 def presets_first(keys: Iterable[str]) -> list[str]:
-    """``keys`` (dotted recipe keys) with the preset's first, so that every other override wins over
-    what the preset bundles whatever their order."""
-    return sorted(keys, key=lambda key: key != PRESET_KEY)
+    """``keys`` (setting names, or dotted recipe keys) with the preset's first, so that every other
+    setting wins over what the preset bundles whatever their order."""
+    return sorted(keys, key=lambda key: key not in ("preset", PRESET_KEY))
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,8 @@ class DeconvConfig:
 
     ``preset`` names a bundle of settings (:data:`PRESETS`) that fills in every setting not given:
     ``DeconvConfig(preset="fast", update_every=1)`` is ``fast`` with a fresh ``D`` on every step.
-    A config remembers which settings were given (:meth:`given_settings`), so a recipe override or
-    a ``deconvolve`` keyword that names another preset keeps them and lets the preset fill in the
-    rest; ``dataclasses.replace`` treats every setting as given.
+    Changing the preset of a config (a recipe override, a ``deconvolve`` keyword) replaces the
+    settings the preset bundles and keeps the others (:func:`with_setting`).
     """
 
     block: int = setting(64, "Channels whitened together in a conv layer's patches (``block x k x k`` covariances; "
@@ -166,11 +163,6 @@ class DeconvConfig:
         settings = {name: check_setting(name, value) for name, value in settings.items()}
         for name, value in {**defaults, **PRESETS[settings.get("preset") or "paper"], **settings}.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "_given", tuple(name for name in defaults if name in settings))
-
-    def given_settings(self) -> dict[str, Any]:
-        """The settings this config was made with (the others came from its preset or the defaults)."""
-        return {name: getattr(self, name) for name in self._given}
 
     def layer_settings(self, *, stem: bool = False) -> dict:
         """The keyword settings of a conv deconvolution layer (the stem's steps and freezing for the first conv)."""

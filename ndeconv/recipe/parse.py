@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import RecipeError
-from .deconv import REMOVED, REMOVED_IN, DeconvConfig, merge_settings
+from .deconv import REMOVED, REMOVED_IN, DeconvConfig, with_setting
 from .schema import LENGTH_KEYS, Recipe, quote
 
 __all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override"]
@@ -171,9 +171,8 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
 
     Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); the new value is
     type-checked like the file's. Errors name ``source`` (default ``override key``). A
-    ``model.deconv.preset`` replaces the settings its bundle holds, also where the recipe gave
-    them (``block: 64`` in a file, ``preset=fast`` on the command line: ``fast``'s block); every
-    other ``model.deconv`` key keeps the recipe's given settings and its preset.
+    ``model.deconv.preset`` replaces the settings its bundle gives, also where the recipe gave
+    them (``block: 64`` in a file, ``preset=fast`` on the command line: ``fast``'s block).
     """
     source = source or f"override {key}"
     raw = recipe_to_dict(recipe)
@@ -195,11 +194,9 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
             value = read_yaml(value) if value.strip() else value
         except yaml.YAMLError:
             pass
-    deconv = recipe.model.deconv.given_settings()  # what its preset filled in stays open to a new one
     if len(parts) == 3 and parts[:2] == ["model", "deconv"]:
-        raw["model"]["deconv"] = merge_settings(deconv, {parts[2]: value})
+        raw["model"]["deconv"] = with_setting(raw["model"]["deconv"], parts[2], value)
     else:
-        raw["model"]["deconv"] = deconv
         node[parts[-1]] = value
     if parts[:-1] == ["train"] and parts[-1] in LENGTH_KEYS and value is not None:
         for other in (*LENGTH_KEYS, "step_seconds"):  # a new length replaces the recipe's (epochs by budget, ...)
