@@ -153,7 +153,7 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "build_learner", getattr(run.build_learner, "wrapped", run.build_learner))
     if cell["length"] == "budget" and cell["processes"] == 1:
-        fake_clock(monkeypatch, [0.01])  # 30 steps whatever the machine's load
+        fake_clock(monkeypatch, [0.03])  # 10 steps whatever the machine's load
     recipe = (str(write_tiny_recipe(tmp_path / "tiny.yaml", tiny_parquet)) if cell["task"] == "classification"
               else "digit_canvas")
     out, counts = tmp_path / "run", tmp_path / "counts"

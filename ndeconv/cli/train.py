@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from .app import command
-from .common import DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, overrides, quiet_datasets
+from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, overrides,
+                     quiet_datasets)
 
 
 def summary_table(run_dir: Path, results: dict) -> Table:
@@ -110,7 +111,6 @@ def _execute(plan, quiet: bool) -> dict:
     one line saying how to continue."""
     from ..errors import LaunchError, OutputError
     from ..rundir import CONFIG
-    from ..train.learner import process_state
     from ..train.run import execute
     from .launch import LAUNCHED_ENV
 
@@ -124,7 +124,7 @@ def _execute(plan, quiet: bool) -> dict:
         raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
                           f"launch and `--resume {plan.run_dir}`") from None
     except KeyboardInterrupt:
-        if process_state().is_main_process:  # one line for the run, not one per process
+        if os.environ.get("RANK", "0") == "0":  # one line for the run, not one per process
             err_console.print(f"interrupted: {_resume_hint(plan.run_dir)}", soft_wrap=True, highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact

@@ -135,8 +135,9 @@ class WhiteningLayer:
             if prefix + old in state_dict:
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         for part in ("mean", "deconv"):
-            if prefix + f"estimator.last_{part}" not in state_dict and prefix + f"estimator.running_{part}" in state_dict:
-                state_dict[prefix + f"estimator.last_{part}"] = state_dict[prefix + f"estimator.running_{part}"].clone()
+            last, running = prefix + f"estimator.last_{part}", prefix + f"estimator.running_{part}"
+            if last not in state_dict and running in state_dict:
+                state_dict[last] = state_dict[running].clone()
         counted = prefix + "input_norm.num_batches_tracked"
         if self.scale == "channel" and counted not in state_dict and prefix + "input_norm.running_mean" in state_dict:
             state_dict[counted] = torch.tensor(0, dtype=torch.long)

@@ -159,7 +159,8 @@ def execute(plan: RunPlan, *, console: Console | None = None, progress: bool = T
         rows = read_metrics(plan.run_dir / METRICS) if plan.start == "checkpoint" and \
             (plan.run_dir / METRICS).exists() else []
         run_cb = RunDirCallback(plan.run_dir, is_main=is_main, rows=rows)
-        progress_cb = held.enter_context(contextlib.closing(RichProgressCallback(console, enabled=progress and is_main)))
+        progress_cb = held.enter_context(contextlib.closing(RichProgressCallback(console,
+                                                                                 enabled=progress and is_main)))
         tracking = [TrackerCallback(accelerator, flat_config(plan.recipe))] if plan.recipe.train.log_with else []
         learn = build_learner(plan.recipe, dls, model, accelerator, plan.task, length,
                               cbs=[run_cb, progress_cb, *tracking, *(cbs or [])])
