@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's 20-epoch protocol at full scale (issue 48): vgg11_cifar, the bundled cifar10 recipe,
+# The paper's 20-epoch protocol at full scale: vgg11_cifar, the bundled cifar10 recipe,
 # all 50,000 training images, the full test set, 20 epochs, seed 0: BN at lr 0.1 and 0.01, ND with the
 # paper's settings and with preset fast. One run at a time, each resumed where it stopped (run it
 # again after an interruption: finished runs are skipped, interrupted ones continue with --resume).

@@ -89,7 +89,7 @@ def _plan(recipe: str, flags: dict, sets: list[str], out: Path | None, resume: P
     continuation of ``resume`` with its own recipe, processes and synchronisation."""
     from ..errors import RecipeError
     from ..recipe import load_recipe
-    from ..train.plan import plan_resume, plan_train
+    from ..train.plan import first_rank, launch_processes, plan_resume, plan_train
 
     if resume is not None:
         given = {"a recipe": recipe != DEFAULT_RECIPE, **flags, "--out": out, "--set": sets}
@@ -100,10 +100,9 @@ def _plan(recipe: str, flags: dict, sets: list[str], out: Path | None, resume: P
         return plan_resume(resume, num_processes=num_processes, sync_stats=sync_stats)
     if flags["--budget"] is not None and flags["--epochs"] is not None:
         raise RecipeError("--budget and --epochs are exclusive: a run's length is one of them")
-    processes = int(os.environ.get("WORLD_SIZE", num_processes or 1))
-    return plan_train(load_recipe(recipe, *overrides(flags, sets)), out, num_processes=processes,
-                      sync_stats=True if sync_stats is None else sync_stats,
-                      check_dir=os.environ.get("RANK", "0") == "0")  # a launch's first rank checks it
+    return plan_train(load_recipe(recipe, *overrides(flags, sets)), out,
+                      num_processes=launch_processes(num_processes or 1),
+                      sync_stats=True if sync_stats is None else sync_stats, check_dir=first_rank())
 
 
 def _execute(plan, quiet: bool) -> dict:
@@ -111,6 +110,7 @@ def _execute(plan, quiet: bool) -> dict:
     one line saying how to continue."""
     from ..errors import LaunchError, OutputError
     from ..rundir import CONFIG
+    from ..train.plan import first_rank
     from ..train.run import execute
     from .launch import LAUNCHED_ENV
 
@@ -124,7 +124,7 @@ def _execute(plan, quiet: bool) -> dict:
         raise LaunchError(f"{e}; once every process is back, continue from the last finished epoch with the same "
                           f"launch and `--resume {plan.run_dir}`") from None
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":  # one line for the run, not one per process
+        if first_rank():  # one line for the run, not one per process
             err_console.print(f"interrupted: {_resume_hint(plan.run_dir)}", soft_wrap=True, highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except OutputError as e:  # a failed write mid-run (disk full, size limit): the last checkpoint is intact

@@ -19,7 +19,7 @@ from ..rundir import CHECKPOINT, CONFIG, LOCK, is_finished, load_run_recipe, rea
 from ..tasks import Task, resolve_task
 from .processes import read_launch
 
-__all__ = ["RunPlan", "plan_train", "plan_resume", "default_run_dir"]
+__all__ = ["RunPlan", "plan_train", "plan_resume", "default_run_dir", "launch_processes", "first_rank"]
 
 #: How a run starts in its directory: a new run; an interrupted one from the checkpoint of its last
 #: finished epoch; an interrupted one that had finished no epoch (from the start, with its recorded
@@ -37,6 +37,16 @@ class RunPlan:
     start: Start
     num_processes: int = 1
     sync_stats: bool = True
+
+
+def launch_processes(default: int = 1) -> int:
+    """The processes of the launch this process belongs to (``WORLD_SIZE``), else ``default``."""
+    return int(os.environ.get("WORLD_SIZE", default))
+
+
+def first_rank() -> bool:
+    """Whether this process is its launch's first (or runs alone), as the launcher's ``RANK`` says."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def default_run_dir(recipe: Recipe, root: str | Path = "runs") -> Path:
@@ -85,5 +95,5 @@ def plan_resume(run_dir: str | Path, *, num_processes: int | None = None, sync_s
         if recipe.data.path is not None and not Path(recipe.data.path).exists():
             raise RecipeError(f"{run_dir / CONFIG}: data.path {recipe.data.path} no longer exists")
         start = "checkpoint" if (run_dir / CHECKPOINT).is_file() else "restart"
-    processes = num_processes or int(os.environ.get("WORLD_SIZE", "1"))  # unrecorded: the launch's own
+    processes = num_processes or launch_processes()  # unrecorded: the launch's own
     return RunPlan(recipe, task, run_dir, start, processes, True if sync_stats is None else sync_stats)

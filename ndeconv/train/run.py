@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import platform
 import re
 from pathlib import Path
@@ -29,7 +28,7 @@ from .checkpoint import load_checkpoint
 from .learner import build_learner, fit_recipe, make_accelerator, process_state
 from .length import RunLength, run_length
 from .lock import run_lock
-from .plan import RunPlan, default_run_dir, plan_resume, plan_train
+from .plan import RunPlan, default_run_dir, launch_processes, plan_resume, plan_train
 from .processes import check_launch_environment, naming_lost_peers, record_launch
 from .tracking import TrackerCallback, flat_config
 
@@ -76,11 +75,6 @@ def _calibration_batches(dls, recipe: Recipe) -> list[torch.Tensor] | None:
 
     images = normalised_training_images(dls, recipe.model.calibrate, recipe.train.seed)
     return list(images.split(recipe.train.batch_size))
-
-
-def _environment_processes() -> int:
-    """The processes this one belongs to, as its launcher set them (1 outside a launch)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _accelerator(plan: RunPlan, held: contextlib.ExitStack) -> Accelerator:
@@ -194,7 +188,7 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
     fastai callbacks for the Learner. Everything that can be wrong with the input (data source,
     columns, model name, precision) is checked before the directory is created.
     """
-    plan = plan_train(recipe, out, num_processes=_environment_processes(), sync_stats=sync_stats,
+    plan = plan_train(recipe, out, num_processes=launch_processes(), sync_stats=sync_stats,
                       check_dir=process_state().is_main_process)
     return plan.run_dir, execute(plan, console=console, progress=progress, cbs=cbs)
 
