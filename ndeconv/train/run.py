@@ -109,14 +109,15 @@ def _planned_length(plan: RunPlan, dls, model, accelerator: Accelerator) -> tupl
 
 def _start(plan: RunPlan, learn: Learner, run_cb: RunDirCallback, accelerator: Accelerator,
            held: contextlib.ExitStack) -> int:
-    """The epoch training starts from: a checkpoint's, or 0 for a new run, which takes the directory
-    and records its resolved recipe and launch there first."""
+    """The epoch training starts from: a checkpoint's, or 0 for a run from the start, which records its
+    resolved recipe and launch first (a new run takes the directory before)."""
     if plan.start == "checkpoint":
         start_epoch, run_cb.smooth_loss = load_checkpoint(learn, plan.run_dir / CHECKPOINT)
         run_cb.rows = [r for r in run_cb.rows if r["epoch"] <= start_epoch]
         return start_epoch
-    if plan.start == "new" and accelerator.is_main_process:
-        held.enter_context(run_lock(plan.run_dir, fresh=True))
+    if accelerator.is_main_process:
+        if plan.start == "new":
+            held.enter_context(run_lock(plan.run_dir, fresh=True))
         write_yaml(plan.run_dir / CONFIG, recipe_to_dict(plan.recipe))
         record_launch(plan.run_dir, accelerator.num_processes, plan.sync_stats)
     return 0
