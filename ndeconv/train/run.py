@@ -25,10 +25,10 @@ from .budget import calibrate
 from .callbacks import NonFinite, RichProgressCallback, RunDirCallback
 from .card import model_card
 from .checkpoint import load_checkpoint
-from .learner import build_learner, fit_recipe, make_accelerator, process_state
+from .learner import build_learner, fit_recipe, make_accelerator
 from .length import RunLength, run_length
 from .lock import run_lock
-from .plan import RunPlan, default_run_dir, launch_processes, plan_resume, plan_train
+from .plan import RunPlan, default_run_dir, first_rank, launch_processes, plan_resume, plan_train
 from .processes import check_launch_environment, naming_lost_peers, record_launch
 from .tracking import TrackerCallback, flat_config
 
@@ -190,7 +190,7 @@ def train(recipe: Recipe, out: str | Path | None = None, *, console: Console | N
     columns, model name, precision) is checked before the directory is created.
     """
     plan = plan_train(recipe, out, num_processes=launch_processes(), sync_stats=sync_stats,
-                      check_dir=process_state().is_main_process)
+                      check_dir=first_rank())
     return plan.run_dir, execute(plan, console=console, progress=progress, cbs=cbs)
 
 
