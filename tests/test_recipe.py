@@ -81,7 +81,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     recipe = load_recipe("digits", {"optim.lr": "0.2", "train.epochs": 3, "model.deconv.n_iter": "7"})
     assert recipe.optim.lr == 0.2 and recipe.train.epochs == 3 and recipe.model.deconv.n_iter == 7
     assert apply_override(recipe, "data.path", "some/dir").data.path == "some/dir"
-    with pytest.raises(RecipeError, match=r"^override optim\.lrr: unknown key 'optim\.lrr'"):
+    with pytest.raises(RecipeError, match=r"^override optim\.lrr: unknown key 'optim\.lrr'; did you mean 'optim\.lr'\?"):
         apply_override(recipe, "optim.lrr", "1")
     with pytest.raises(RecipeError, match=r"^override train\.epochs: train\.epochs must be a number or null, "
                                           r"got 'many'"):
@@ -91,3 +91,13 @@ def test_overrides_are_typed_and_checked(tmp_path):
     assert typed.exit_code == 2 and "error: --set optim.lrr: unknown key 'optim.lrr'" in typed.output
     with pytest.raises(RecipeError, match="unknown key 'optim.lr.x'"):
         apply_override(recipe, "optim.lr.x", "1")
+
+
+def test_overrides_apply_together_and_the_error_names_its_override():
+    """Overrides are checked as one recipe: keys valid only together (three channels to one) apply,
+    and a bad one is named by the option it came from."""
+    gray = {"data.channels": 1, "data.mean": "[0.5]", "data.std": "[0.25]"}
+    recipe = load_recipe("cifar10", gray)
+    assert (recipe.data.channels, recipe.data.mean, recipe.data.std) == (1, [0.5], [0.25])
+    with pytest.raises(RecipeError, match=r"^--std: data\.std has 2 values, data\.channels is 1$"):
+        load_recipe("cifar10", {**gray, "data.std": "[0.2, 0.3]"}, {"data.std": "--std"})

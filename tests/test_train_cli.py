@@ -96,7 +96,7 @@ def test_train_with_group_norm_or_no_norm(norm, layer, tiny_recipe, tmp_path):
     (["{bad_key}"], "unknown key 'train.epoch'"),
     (["{bad_type}"], "optim.lr must be a number, got 'fast'"),
     (["{empty}"], "empty.yaml: the recipe is empty"),
-    (["{recipe}", "--set", "optim.moment=0.5"], "unknown key 'optim.moment'; did you mean 'momentum'?"),
+    (["{recipe}", "--set", "optim.moment=0.5"], "unknown key 'optim.moment'; did you mean 'optim.momentum'?"),
     (["cifar10", "--epochs", "1"], "cannot load 'uoft-cs/cifar10'"),  # offline: the hub is unreachable
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_recipe, tiny_parquet, tmp_path, args, message):
@@ -120,8 +120,8 @@ def test_every_problem_of_a_recipe_is_reported_at_once(tiny_parquet, tmp_path):
     result = runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
-    for problem in ("unknown key 'train.epoch'; did you mean 'epochs'?", "train.batch_size must be an integer",
-                    "unknown key 'optim.lrr'; did you mean 'lr'?", "unknown key 'data.cahce'; did you mean 'cache'?"):
+    for problem in ("unknown key 'train.epoch'; did you mean 'train.epochs'?", "train.batch_size must be an integer",
+                    "unknown key 'optim.lrr'; did you mean 'optim.lr'?", "unknown key 'data.cahce'; did you mean 'data.cache'?"):
         assert problem in line
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from ..errors import DivergedError, RecipeError, RunDirError
 from ..norms import NORM_LABEL
-from ..recipe import Recipe, apply_override, budget_label, parse_budget, presets_first, recipe_to_dict
+from ..recipe import Recipe, apply_overrides, budget_label, parse_budget, recipe_to_dict
 from ..rundir import CONFIG, load_run_recipe
 from ..train.run import resume, train
 
@@ -106,20 +106,16 @@ def _get(recipe: Recipe, key: str) -> Any:
 
 def _variant(recipe: Recipe, model: str, norm: str, length: int | str, setting: Setting = (),
              seed: int | None = None) -> Recipe:
-    fixed = [("model.name", model), ("model.norm", norm),
-             ("train.epochs" if isinstance(length, int) else "train.budget", length)]
+    fixed = {"model.name": model, "model.norm": norm,
+             "train.epochs" if isinstance(length, int) else "train.budget": length}
     if seed is not None:
-        fixed.append(("train.seed", seed))
-    for key, value in fixed:
-        recipe = apply_override(recipe, key, value, source="compare")
+        fixed["train.seed"] = seed
+    recipe = apply_overrides(recipe, fixed, dict.fromkeys(fixed, "compare"))
     values = dict(setting)
-    for key in presets_first(values):
-        value = values[key]
-        try:
-            recipe = apply_override(recipe, key, value, source=f"grid {key}={value}")
-        except RecipeError as e:
-            raise RecipeError(str(e), argument="grid") from None
-    return recipe
+    try:
+        return apply_overrides(recipe, values, {key: f"grid {key}={value}" for key, value in values.items()})
+    except RecipeError as e:
+        raise RecipeError(str(e), argument="grid") from None
 
 
 def _is_protocol(base: Recipe, variant: Recipe, setting: Setting) -> bool:

@@ -6,12 +6,12 @@ Part of the configuration leaf: standard library only.
 from __future__ import annotations
 
 import inspect
-import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Literal, Mapping
 
 from ..errors import RecipeError
+from .types import check_type, quote
 
 __all__ = ["DeconvConfig", "Range", "PRESETS", "PRESET_KEY", "REMOVED", "check_setting", "with_setting",
            "presets_first"]
@@ -75,40 +75,15 @@ def setting(default: Any, doc: str, valid: Range | None = None) -> Any:
     return field(default=default, metadata={"doc": doc, "range": valid})
 
 
-def _type_text(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) is Literal:
-        return "one of " + " | ".join(repr(a) for a in typing.get_args(tp))
-    if args:
-        return _type_text(args[0]) + (" or None" if type(None) in typing.get_args(tp) else "")
-    return {bool: "true/false", int: "an integer", float: "a finite number"}[tp]
-
-
 def check_setting(name: str, value: Any) -> Any:
     """``value`` checked against the type and range of the :class:`DeconvConfig` setting ``name``
     (an integer is accepted as a float). A bad value is a :class:`RecipeError` whose message is
     the same wherever it was given: a recipe (prefixed ``model.deconv.``), ``deconvolve`` or a
     layer's constructor."""
-    f = _FIELDS[name]
-    tp, valid = _HINTS[name], f.metadata["range"]
-    kinds = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)] if typing.get_origin(tp) is not Literal \
-        else [tp]
-    ok = value is None and type(None) in typing.get_args(tp)
-    for kind in kinds:
-        if typing.get_origin(kind) is Literal:
-            ok = ok or value in typing.get_args(kind)
-        elif kind is bool:
-            ok = ok or isinstance(value, bool)
-        elif kind is float:
-            ok = ok or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-        else:
-            ok = ok or (isinstance(value, int) and not isinstance(value, bool))
-    if ok and value is not None and valid is not None and not valid.holds(value):
-        ok = False
-    if not ok:
-        want = _type_text(tp) + (f" {valid.text()}" if valid is not None else "")
-        raise RecipeError(f"{name} must be {want}, got {value!r}")
-    return float(value) if kinds == [float] and value is not None else value
+    checked, valid = check_type(_HINTS[name], value, name), _FIELDS[name].metadata["range"]
+    if checked is not None and valid is not None and not valid.holds(checked):
+        raise RecipeError(f"{name} must be {valid.text()}, got {quote(value)}")
+    return checked
 
 
 @dataclass(frozen=True, init=False)

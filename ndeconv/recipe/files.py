@@ -11,8 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import RecipeError
-from .deconv import presets_first
-from .parse import apply_override, parse_recipe, read_yaml
+from .parse import apply_overrides, parse_recipe, read_yaml
 from .schema import Recipe
 
 __all__ = ["load_recipe", "read_text_file", "bundled_recipes", "find_recipe"]
@@ -32,10 +31,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None,
         line = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{file}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
     recipe = parse_recipe(raw, str(file))
-    overrides = overrides or {}
-    for key in presets_first(overrides):
-        recipe = apply_override(recipe, key, overrides[key], (sources or {}).get(key))
-    return recipe
+    return apply_overrides(recipe, overrides, sources) if overrides else recipe
 
 
 def read_text_file(path: Path, what: str) -> str:

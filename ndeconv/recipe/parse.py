@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
-import types
 import typing
-from typing import Any, Literal
+from typing import Any, Mapping
 
 import yaml
 
 from ..errors import RecipeError
-from .deconv import REMOVED, REMOVED_IN, DeconvConfig, with_setting
-from .schema import LENGTH_KEYS, Recipe, quote
+from .deconv import REMOVED, REMOVED_IN, DeconvConfig, presets_first, with_setting
+from .schema import LENGTH_KEYS, Recipe
+from .types import check_type, quote
 
-__all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override"]
+__all__ = ["RecipeLoader", "read_yaml", "parse_recipe", "recipe_to_dict", "apply_override", "apply_overrides"]
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -42,66 +41,10 @@ def read_yaml(text: str):
 
 # --- typed parsing ---------------------------------------------------------------------------
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if float in args:  # an integer is a number: "a number", not "an integer or a number"
-            args = tuple(a for a in args if a is not int)
-        return " or ".join(_type_name(a) for a in args)
-    if origin is list:
-        item = typing.get_args(tp)[0]
-        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{key} must be a mapping, got {quote(value)}")
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, key)
-            except RecipeError:
-                continue
-        raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise RecipeError(f"{key} must be one of {_type_name(tp)}, got {quote(value)}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise RecipeError(f"{key} must be a finite number, got {quote(value)}")
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise RecipeError(f"{key} must be {_type_name(tp)}, got {quote(value)}")
-
-
-def _did_you_mean(key: str, known: list[str]) -> str:
+def _did_you_mean(key: str, known: list[str], prefix: str) -> str:
+    """A hint naming the full dotted key closest to ``key`` among ``known`` (under ``prefix``)."""
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
 
 
 def _build(cls: type, raw: dict, prefix: str) -> Any:
@@ -112,7 +55,7 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     for key in raw:
         if key not in fields:
             where = f"{prefix}.{key}" if prefix else str(key)
-            hint = _did_you_mean(str(key), list(fields)) or f" (known in {prefix or 'the top level'}: " \
+            hint = _did_you_mean(str(key), list(fields), prefix) or f" (known in {prefix or 'the top level'}: " \
                 f"{', '.join(fields)})"
             problems.append(f"unknown key '{where}'{hint}")
     kwargs = {}
@@ -122,7 +65,7 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
             kwargs[name] = raw[name]
         elif name in raw:
             try:
-                kwargs[name] = _coerce(hints[name], raw[name], where)
+                kwargs[name] = check_type(hints[name], raw[name], where, _build)
             except RecipeError as e:
                 problems.append(str(e))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -167,24 +110,41 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 
 
 def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = None) -> Recipe:
-    """A copy of ``recipe`` with the dotted ``key`` set to ``value``.
+    """A copy of ``recipe`` with the dotted ``key`` set to ``value`` (see :func:`apply_overrides`)."""
+    return apply_overrides(recipe, {key: value}, {key: source} if source else None)
 
-    Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); the new value is
-    type-checked like the file's. Errors name ``source`` (default ``override key``). A
-    ``model.deconv.preset`` replaces the settings its bundle gives, also where the recipe gave
-    them (``block: 64`` in a file, ``preset=fast`` on the command line: ``fast``'s block).
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Recipe:
+    """A copy of ``recipe`` with each dotted key of ``overrides`` set, checked and parsed once.
+
+    Strings are read as YAML scalars (``"0.05"`` gives a float, ``"5e-4"`` too); values are
+    type-checked like the file's. A ``model.deconv.preset`` applies first and replaces the settings
+    its bundle gives, also where the recipe gave them (``block: 64`` in a file, ``preset=fast`` on the
+    command line: ``fast``'s block); the other keys win over it. A new length (``train.epochs``,
+    ``steps`` or ``budget``) replaces the recipe's. An error names the override it comes from
+    (``sources[key]``, default ``override <key>``).
     """
-    source = source or f"override {key}"
-    raw = recipe_to_dict(recipe)
-    node, parts = raw, key.split(".")
-    cls: Any = Recipe
+    raw, sources = recipe_to_dict(recipe), sources or {}
+    keys = presets_first(overrides)
+    for key in keys:
+        _set(raw, key, overrides[key], sources.get(key) or f"override {key}")
+    try:
+        return _build(Recipe, raw, "")
+    except RecipeError as e:
+        key = next((k for k in reversed(keys) if k in str(e)), keys[-1] if keys else None)
+        raise RecipeError(f"{sources.get(key) or f'override {key}'}: {e}") from None
+
+
+def _set(raw: dict, key: str, value: Any, source: str) -> None:
+    """Set the dotted ``key`` of the recipe mapping ``raw`` (an unknown key is an error naming it in full)."""
+    node, parts, cls = raw, key.split("."), Recipe
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
         if part not in names:
             where = ".".join(parts[: i + 1])
             if parts[:2] == ["model", "deconv"] and part in REMOVED:
                 raise RecipeError(f"{source}: {where} was removed in ndeconv {REMOVED_IN} (it never came out ahead)")
-            hint = _did_you_mean(part, names) or (f" (known: {', '.join(names)})" if names else "")
+            hint = _did_you_mean(part, names, ".".join(parts[:i])) or (f" (known: {', '.join(names)})" if names else "")
             raise RecipeError(f"{source}: unknown key '{where}'{hint}")
         if i < len(parts) - 1:
             cls = typing.get_type_hints(cls)[part]
@@ -202,4 +162,3 @@ def apply_override(recipe: Recipe, key: str, value: Any, source: str | None = No
         for other in (*LENGTH_KEYS, "step_seconds"):  # a new length replaces the recipe's (epochs by budget, ...)
             if other != parts[-1]:
                 node[other] = None
-    return parse_recipe(raw, source)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import RecipeError
 from .deconv import DeconvConfig
+from .types import quote
 
 __all__ = ["Recipe", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AugmentSpec", "Init", "LENGTH_KEYS",
            "LIMITS", "MAX_SEED", "parse_budget", "budget_label", "quote"]
@@ -245,17 +245,6 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _check_values(self)
-
-
-_QUOTE = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
-_QUOTE.maxlevel, _QUOTE.maxtuple, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxset = 2, 4, 4, 4, 4
-_QUOTE.maxstring = _QUOTE.maxother = 60
-
-
-def quote(value: Any) -> str:
-    """``repr(value)`` cut to a sane length, in bounded time (a YAML alias bomb's value is a huge
-    nest of shared lists: its full repr would be megabytes)."""
-    return _QUOTE.repr(value)
 
 
 #: Largest sizes a recipe may ask for: beyond them a value is a typo, not a plan (and would
