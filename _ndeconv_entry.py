@@ -1,8 +1,11 @@
-"""The ``ndeconv`` console script: Ctrl-C at any moment, even while torch is still importing, ends
-with one line and exit status 130 instead of a traceback.
+"""The ``ndeconv`` console script: ``--help`` and a bad flag answer at once, without importing torch;
+Ctrl-C at any moment, even while torch is still importing, ends with one line and exit status 130
+instead of a traceback.
 
-It lives outside the package because importing anything in ``ndeconv`` first imports torch (the
-package registers its models with timm on import); the package never imports it.
+It lives outside the package because importing anything in ``ndeconv`` first runs the package's
+``__init__``, which imports torch and timm (it registers its models with timm); here that is deferred
+until a command runs (:func:`ndeconv.cli.common.friendly_errors` completes the package). The
+package never imports this module.
 """
 
 import importlib.util
@@ -25,13 +28,26 @@ def _exit_interrupted(signum: int = signal.SIGINT, frame: object = None) -> None
     os._exit(130)
 
 
+def _command_line():
+    """``ndeconv.cli.main``, imported with the package's own ``__init__`` deferred: the package is
+    registered from its spec, unexecuted, so that the command line's modules (Typer and the recipe
+    schema, no torch) load alone."""
+    if "ndeconv" not in sys.modules:
+        spec = importlib.util.find_spec("ndeconv")
+        sys.modules["ndeconv"] = importlib.util.module_from_spec(spec)
+    from ndeconv.cli import main as run
+
+    return run
+
+
 def main() -> None:
     """Import and run the command line, turning an interrupt into ``interrupted`` and exit 130.
 
-    While the heavy imports run, Ctrl-C exits straight away; once they are done, interrupts become
-    ``KeyboardInterrupt`` again so that a training run can stop cleanly at an epoch boundary. A
-    process started with interrupts ignored (``ndeconv ... &`` in a shell script) keeps
-    ignoring them, as ``python -m ndeconv`` and every Python program does.
+    Until a command has imported the package (torch and all), Ctrl-C exits straight away; then
+    interrupts become ``KeyboardInterrupt`` again (:func:`ndeconv.cli.common.complete_package`) so
+    that a training run can stop cleanly at an epoch boundary. A process started with interrupts
+    ignored (``ndeconv ... &`` in a shell script) keeps ignoring them, as ``python -m ndeconv`` and
+    every Python program does.
     """
     missing = missing_train_extra()
     if missing:
@@ -41,8 +57,4 @@ def main() -> None:
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if not ignored:
         signal.signal(signal.SIGINT, _exit_interrupted)
-    from ndeconv.cli import main as run
-
-    if not ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    run()
+    _command_line()()

@@ -25,18 +25,24 @@ __all__ = ["deconvolve", "convert_norm", "stem_settings", "ConversionReport", "U
 @dataclass
 class ConversionReport:
     """What :func:`deconvolve` changed: ``(path, old type, new type)`` per replaced module, the
-    layers kept for want of a rule, and the modules whose in-place operation was turned off."""
+    layers kept for want of a rule, the modules whose in-place operation was turned off, and the
+    settings the layers were given: the preset and every setting that differs from the paper's."""
 
     changes: list[tuple[str, str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     not_inplace: list[str] = field(default_factory=list)
+    preset: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> Counter:
         """``{"Conv2d -> FastDeconv": n, ...}``."""
         return Counter(f"{old} -> {new}" for _, old, new in self.changes)
 
     def __str__(self) -> str:
-        lines = [f"{n:4d} x {change}" for change, n in sorted(self.counts().items())]
+        given = ", ".join(f"{name}={value!r}" for name, value in self.settings.items())
+        lines = [f"settings: {f'preset {self.preset!r}' if self.preset else 'no preset'}; "
+                 + (f"differ from the paper's: {given}" if given else "the paper's")]
+        lines += [f"{n:4d} x {change}" for change, n in sorted(self.counts().items())]
         lines += [f"skipped (no rule): {path} ({kind})" for path, kind in self.skipped]
         if self.not_inplace:
             lines.append(f"{len(self.not_inplace):4d} x in-place operation turned off")
@@ -86,6 +92,12 @@ def _with_settings(config: DeconvConfig, settings: dict[str, Any]) -> DeconvConf
     for name in presets_first(settings):
         merged = with_setting(merged, name, settings[name])
     return DeconvConfig(**merged)
+
+
+def _differences(config: DeconvConfig, paper: DeconvConfig) -> dict[str, Any]:
+    """The settings of ``config`` (its preset aside) that differ from ``paper``'s."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name != "preset" and getattr(config, f.name) != getattr(paper, f.name)}
 
 
 def stem_settings(model: nn.Module) -> dict[str, int]:
@@ -198,5 +210,7 @@ def deconvolve(model: nn.Module, config: DeconvConfig | None = None, *, strict: 
                      else config.stem_freeze_iter)
     report = _apply_rules(model, "deconv", config, strict)
     report.not_inplace = _turn_off_inplace(model)
+    paper = replace(DeconvConfig(), stem_n_iter=stem.get("n_iter"), stem_freeze_iter=stem.get("freeze_iter"))
+    report.preset, report.settings = config.preset, _differences(config, paper)
     model.deconv_report = report
     return model

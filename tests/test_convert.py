@@ -162,6 +162,17 @@ def test_norm_act_layers_keep_activation_and_report_lists_changes():
     assert counts["Linear -> Delinear"] == 1
 
 
+def test_the_report_names_the_preset_and_the_settings_that_differ_from_the_papers():
+    """The architecture's own stem settings are the paper's; a preset's bundle and a keyword are not."""
+    paper = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10)).deconv_report
+    assert paper.preset is None and paper.settings == {}
+    assert str(paper).splitlines()[0] == "settings: no preset; the paper's"
+    fast = ndeconv.deconvolve(timm.create_model("vgg11_cifar", num_classes=10), preset="fast", eps=1e-4).deconv_report
+    assert fast.preset == "fast"
+    assert fast.settings == {**ndeconv.PRESETS["fast"], "eps": 1e-4}
+    assert str(fast).splitlines()[0].startswith("settings: preset 'fast'; differ from the paper's: block=16, ")
+
+
 def test_block_fc_zero_keeps_the_linear_head():
     model = ndeconv.deconvolve(timm.create_model("resnet18_cifar", num_classes=10), block_fc=0)
     assert type(model.get_classifier()) is nn.Linear

@@ -123,6 +123,9 @@ def test_bad_input_is_one_line(finished_tiny_run, tiny_recipe, tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("no images")
     result = runner.invoke(app, ["predict", str(finished_tiny_run), str(tmp_path / "empty")])
     assert result.exit_code == 2 and "a folder without images" in result.output
+    for args in (["evaluate", str(tmp_path / "nope")], ["predict", str(tmp_path / "nope"), str(tmp_path / "empty")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "nope: no such run directory" in result.output
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.yaml").write_text((finished_tiny_run / "config.yaml").read_text())

@@ -172,7 +172,7 @@ def test_export_torchscript_and_safetensors(trained_run, tmp_path):
 
 def test_export_errors_are_one_line(tmp_path, trained_run):
     missing = runner.invoke(app, ["export", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "run directory not found" in missing.output
+    assert missing.exit_code == 2 and "no such run directory" in missing.output
     (tmp_path / "partial").mkdir()
     (tmp_path / "partial" / "config.yaml").write_text((trained_run / "config.yaml").read_text())
     partial = runner.invoke(app, ["export", str(tmp_path / "partial")])

@@ -178,6 +178,10 @@ def test_killed_run_resumes_exactly(uninterrupted, tmp_path, sig):
     resumed = subprocess.run(CLI + ["train", "--resume", str(out)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
+    # not a terminal: one plain progress line per epoch trained, no bars
+    epochs = [line.split()[1] for line in resumed.stderr.splitlines() if line.startswith("epoch ")]
+    assert epochs == [f"{e}/3" for e in range(done + 1, 4)]
+    assert "\r" not in resumed.stderr and "\x1b[" not in resumed.stderr
     state = _run_state(out)
     assert [r["epoch"] for r in state["rows"]] == [1, 2, 3]
     _assert_identical(state, reference)
@@ -211,7 +215,7 @@ def test_resume_errors_are_one_line(tmp_path):
 
     runner = CliRunner()
     missing = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "run directory not found" in missing.output
+    assert missing.exit_code == 2 and "no such run directory" in missing.output
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["train", "--resume", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "not a run directory (no config.yaml)" in empty.output

@@ -9,18 +9,25 @@ they run when they run it, so ``--help`` is quick.
 
 from __future__ import annotations
 
+import typer
+
 from . import compare, evaluate, export, listing, push, train, viz
 from .app import app
-from .common import INTERRUPTED, err_console
+from .common import INTERRUPTED, err_console, error_line
 
 __all__ = ["app", "main", "compare", "evaluate", "export", "listing", "push", "train", "viz"]
 
 
 def main() -> None:
-    """Run the command line (``python -m ndeconv``); Ctrl-C ends with ``interrupted`` and exit status 130.
+    """Run the command line (``python -m ndeconv``): a flag Typer cannot parse is one ``error:`` line
+    and exit status 2, as every bad input; Ctrl-C ends with ``interrupted`` and exit status 130.
     (The ``ndeconv`` script also catches it while the package is still importing: ``_ndeconv_entry``.)"""
     try:
-        app()
-    except KeyboardInterrupt:
+        status = app(standalone_mode=False)
+    except typer.TyperException as e:  # Typer's parse errors: a bad value, an unknown option or command
+        err_console.print(f"error: {error_line(e)}", highlight=False, markup=False, soft_wrap=True)
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", highlight=False)
         raise SystemExit(INTERRUPTED) from None
+    raise SystemExit(status if isinstance(status, int) else 0)

@@ -4,6 +4,9 @@ options that set recipe keys."""
 from __future__ import annotations
 
 import functools
+import signal
+import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +37,16 @@ FLAG_KEYS = {"--model": "model.name", "--norm": "model.norm", "--budget": "train
              "--log-with": "train.log_with"}
 
 
+def choices(literal: Any, sep: str = " | ") -> str:
+    """A schema type's choices for an option's help (``bn | gn | deconv | none``), so it never goes stale."""
+    return sep.join(map(str, typing.get_args(literal)))
+
+
 def error_line(error: Exception) -> str:
     """An ndeconv error as the one line the user sees: its message on one line, the library's
     argument name replaced by the option the user typed, cut to a sane length."""
-    line = " ".join(str(error).split())
+    text = error.format_message() if hasattr(error, "format_message") else str(error)
+    line = " ".join(text.split())
     argument = getattr(error, "argument", None) or ""
     flag = ARGUMENT_FLAGS.get(argument)
     if flag and line.startswith(argument):
@@ -45,12 +54,25 @@ def error_line(error: Exception) -> str:
     return line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 3] + "..."
 
 
+def complete_package() -> None:
+    """Run the package's ``__init__`` (torch, timm, the models' registration) where the console script
+    deferred it so that ``--help`` answers at once (``_ndeconv_entry``), then let Ctrl-C raise
+    ``KeyboardInterrupt`` again (until here it exits at once: an interrupt inside an import can be
+    swallowed); a process that ignores interrupts keeps ignoring them."""
+    package = sys.modules[__package__.partition(".")[0]]
+    if "deconvolve" not in vars(package):
+        package.__spec__.loader.exec_module(package)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn ndeconv's input errors into one ``error:`` line and exit status 2, and Ctrl-C into
-    ``interrupted`` and exit status 130."""
+    """Run a command on the complete package, its input errors as one ``error:`` line and exit
+    status 2, and Ctrl-C as ``interrupted`` and exit status 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        complete_package()
         from ..errors import NdeconvError
 
         try:

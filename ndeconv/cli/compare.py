@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
+from ..recipe.schema import Norm
 from .app import command
-from .common import console, csv_list, err_console, friendly_errors, load_checked_recipe, quiet_datasets
+from .common import choices, console, csv_list, err_console, friendly_errors, load_checked_recipe, quiet_datasets
 
 
 @command("compare")
@@ -20,8 +21,8 @@ def compare_cmd(
                                          "(default: the recipe's)."),
     budget: Optional[str] = typer.Option(None, help="Comma-separated training-time budgets, e.g. 90s,3m,10m: "
                                          "every cell also trains for that long (an equal-time comparison)."),
-    norms: str = typer.Option("bn,deconv", help="Comma-separated norms to train: bn, gn (GroupNorm), deconv, none "
-                              "(no norm, the control)."),
+    norms: str = typer.Option("bn,deconv", help=f"Comma-separated norms to train: {choices(Norm, ', ')} (gn: GroupNorm; "
+                              "none: no norm, the control)."),
     grid: list[str] = typer.Option([], "--grid", help="Train every value of a recipe key: --grid optim.lr=0.1,0.03 "
                                    "(repeatable; every combination is a cell)."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; tables report the mean over them."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.table import Table
 
 from .app import command
@@ -38,14 +39,14 @@ def list_recipes() -> None:
     """List the bundled recipes (use a name or a path with 'ndeconv train')."""
     from ..recipe import bundled_recipes, load_recipe
 
-    table = Table(title="Bundled recipes")
-    for column in ("name", "dataset", "model", "norm", "length", "batch", "lr", "schedule"):
-        table.add_column(column, overflow="fold", no_wrap=column != "dataset")
+    table = Table(title="Bundled recipes", box=box.SIMPLE_HEAD, show_edge=False, padding=0, collapse_padding=True)
+    for column in ("name", "data", "model", "norm", "length", "batch", "lr"):  # only a model name may wrap
+        table.add_column(column, no_wrap=column != "model", overflow="fold")
     for name, path in bundled_recipes().items():
         r = load_recipe(path)
         source = r.data.builtin or r.data.hub_id or r.data.path
         t = r.train
-        length = f"{t.epochs} epochs" if t.epochs is not None else str(t.budget or f"{t.steps} steps")
-        table.add_row(name, source, r.model.name, r.model.norm, length, str(r.train.batch_size),
-                      f"{r.optim.lr:g}", r.optim.schedule)
+        length = f"{t.epochs:g} epochs" if t.epochs is not None else str(t.budget or f"{t.steps} steps")
+        table.add_row(name, str(source).rstrip("/").rsplit("/", 1)[-1], r.model.name, r.model.norm, length,
+                      str(t.batch_size), f"{r.optim.lr:g}")
     console.print(table)

@@ -18,7 +18,7 @@ def push_cmd(
     private: bool = typer.Option(False, help="Create the repository as private."),
 ) -> None:
     """Upload a finished run (model, recipe, metrics, model card) to the Hugging Face hub; load it
-    back with ``ndeconv.load("hf-hub:REPO_ID")``."""
+    back with `ndeconv.load("hf-hub:REPO_ID")`."""
     from ..hub import push
 
     url = push(run_dir, repo_id, private=private)

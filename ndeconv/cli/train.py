@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..recipe.schema import Norm, Precision
 from .app import command
-from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, console, err_console, friendly_errors, overrides,
+from .common import (DEFAULT_RECIPE, INTERRUPTED, LOST_PEER, choices, console, err_console, friendly_errors, overrides,
                      quiet_datasets)
 
 
@@ -34,13 +35,13 @@ def summary_table(run_dir: Path, results: dict) -> Table:
 def train_cmd(
     recipe: str = typer.Argument(DEFAULT_RECIPE, help="Recipe file or bundled recipe name (see `ndeconv recipes`)."),
     model: Optional[str] = typer.Option(None, help="timm model name (model.name)."),
-    norm: Optional[str] = typer.Option(None, help="bn or deconv (model.norm)."),
+    norm: Optional[str] = typer.Option(None, help=f"{choices(Norm)} (model.norm)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (train.epochs)."),
     budget: Optional[str] = typer.Option(None, help="Training time instead of epochs: 90s, 10m, 1h (train.budget; "
                                                     "validation not counted)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (optim.lr)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process (train.batch_size)."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16 (train.precision)."),
+    precision: Optional[str] = typer.Option(None, help=f"{choices(Precision)} (train.precision)."),
     data: Optional[Path] = typer.Option(None, help="Local data: a parquet directory or an image folder (data.path)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<recipe>-<model>-<norm>-<time>)."),
     limit_train: Optional[int] = typer.Option(None, help="Train on a fixed subset of N training examples."),

@@ -93,7 +93,7 @@ def load_run_recipe(run_dir: str | Path) -> Recipe:
     """The resolved recipe a run directory was trained with."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
+        raise RunDirError(f"{run_dir}: no such run directory")
     config = run_dir / CONFIG
     if not config.is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import HubError, first_line
+from ..errors import HubError, RunDirError, first_line
 
 __all__ = ["HF_PREFIX", "resolve_run_dir"]
 
@@ -14,10 +14,14 @@ HF_PREFIX = "hf-hub:"
 
 def resolve_run_dir(source: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local run directory for ``source``: the path itself, or the hub snapshot of ``hf-hub:REPO_ID``
-    (downloaded with ``huggingface_hub.snapshot_download``; offline, the local cache is used)."""
+    (downloaded with ``huggingface_hub.snapshot_download``; offline, the local cache is used). A local
+    path that does not exist, or is not a directory, is a :class:`RunDirError` saying so."""
     text = str(source)
     if not text.startswith(HF_PREFIX):
-        return Path(source)
+        path = Path(source)
+        if not path.is_dir():
+            raise RunDirError(f"{path}: {'not a directory' if path.exists() else 'no such run directory'}")
+        return path
     repo_id = text[len(HF_PREFIX):]
     from huggingface_hub import snapshot_download
 
