@@ -74,11 +74,11 @@ def site(tmp_path_factory) -> Path:
 
 
 def test_the_site_builds_with_generated_references(site):
-    recipe_page = (site / "reference" / "recipe" / "index.html").read_text()
+    recipe_page = (site / "reference" / "recipe.html").read_text()
     assert "model.deconv.update_every" in recipe_page and "{{ recipe_reference }}" not in recipe_page
-    cli_page = (site / "reference" / "cli" / "index.html").read_text()
+    cli_page = (site / "reference" / "cli.html").read_text()
     assert "--limit-train" in cli_page and "{{ cli_reference }}" not in cli_page
-    api_page = (site / "reference" / "api" / "index.html").read_text()
+    api_page = (site / "reference" / "api.html").read_text()
     for name in set(ndeconv.__all__) - {"__version__"}:
         assert f"ndeconv.{name}" in api_page or f"ndeconv.hub.{name}" in api_page, name
 
@@ -88,9 +88,9 @@ def test_every_notebook_has_a_page_with_its_pictures(site):
         stored = json.loads(notebook.read_text())
         outputs = [out for cell in stored["cells"] for out in cell.get("outputs", [])]
         pictures = sum("image/png" in out.get("data", {}) for out in outputs)
-        page = (site / "nbs" / notebook.stem / "index.html").read_text()
+        page = (site / "nbs" / f"{notebook.stem}.html").read_text()
         assert page.count("data:image/png;base64") >= pictures, notebook.name
-    assert any("data:image/png;base64" in p.read_text() for p in (site / "nbs").glob("*/index.html"))
+    assert any("data:image/png;base64" in p.read_text() for p in (site / "nbs").glob("*.html"))
 
 
 def test_every_picture_a_page_shows_is_in_the_site(site):
@@ -98,6 +98,17 @@ def test_every_picture_a_page_shows_is_in_the_site(site):
         for src in re.findall(r'<img[^>]+src="([^"]+\.png)"', page.read_text()):
             if not src.startswith(("http", "data:")):
                 assert (page.parent / src).resolve().is_file(), (page, src)
+
+
+def test_the_site_is_browsable_from_the_file_system(site):
+    """Every link between pages names a file (``decision.html``), not a folder a browser would list."""
+    links = 0
+    for page in set(site.rglob("*.html")) - {site / "404.html"}:  # the server's error page links from the root
+        for href in re.findall(r'<a[^>]+href="([^"#?]+)', page.read_text()):
+            if not href.startswith(("http:", "https:", "mailto:", "data:", "javascript:")):
+                links += 1
+                assert (page.parent / href).resolve().is_file(), (page.relative_to(site), href)
+    assert links > 100
 
 
 def test_a_broken_link_fails_the_build(tmp_path):

@@ -17,7 +17,7 @@ __all__ = ["DeconvConfig", "Range", "PRESETS", "PRESET_KEY", "REMOVED", "check_s
            "presets_first"]
 
 #: Named bundles of :class:`DeconvConfig` settings (``model.deconv.preset``, ``deconvolve(preset=...)``),
-#: each giving the same settings: ``paper`` is the paper's layer (their defaults). Measured in ``docs/equal-time.md``.
+#: each giving the same settings: ``paper`` is the paper's layer (their defaults).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"block": 64, "scale": "none", "update_every": 1, "samples_per_dim": None},
     "fast": {"block": 16, "scale": "channel", "update_every": 2, "samples_per_dim": 64},
@@ -26,8 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: The recipe key that names a preset.
 PRESET_KEY = "model.deconv.preset"
 
-#: Settings removed in ndeconv 0.2.0 (measured, never ahead of ``fast`` or of the paper's layer:
-#: docs/speed.md), with the value that behaves as every layer now does. A recipe or a run directory
+#: Settings removed in ndeconv 0.2.0 (never ahead of ``fast`` or of the paper's layer where they
+#: were measured), with the value that behaves as every layer now does. A recipe or a run directory
 #: that gives that value still loads; any other value is refused, naming the version.
 REMOVED: dict[str, Any] = {"whiten_every": 1, "warm_start": 0, "whiten_depthwise": False}
 REMOVED_IN = "0.2.0"
