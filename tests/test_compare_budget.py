@@ -2,6 +2,8 @@
 budget, the time each needed to reach an accuracy, each at the other's seconds."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -160,3 +162,18 @@ def test_every_norm_has_its_columns_and_nd_leads_against_the_best_other(tmp_path
     rows = {r["level"]: r for r in time_to_accuracy_rows(cells, levels=[50])}
     assert (rows[50]["BN_seconds"], rows[50]["GN_seconds"], rows[50]["ND_seconds"]) == (20, 20, 15)
     assert "none_seconds" not in rows[50]
+
+
+def test_the_readme_quick_start_compares_per_epoch_and_per_second(tmp_path, monkeypatch):
+    """The README's first command, as written (on 64 digits, each calibration measuring 5 s a step),
+    ends with the table per epoch and the one per training second, and writes both curves."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"```bash\n.*?&& ndeconv (compare [^\n]+)\n```", readme).group(1).split()
+    fake_clock(monkeypatch, [5.0])
+    out = tmp_path / "quick"
+    result = runner.invoke(app, [*command, "--limit-train", "64", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "convnet3-deconv-10s" / "results.json").read_text())["steps"] == 2
+    table = (out / "table.md").read_text()
+    assert "| model (params) | BN 1 ep | ND 1 ep |" in table and "**Equal training time**" in table
+    assert "| convnet3 | 10s |" in table and (out / "curves.png").stat().st_size > 0
