@@ -156,9 +156,9 @@ class ConvDeconvMixin:
 
     def extra_repr(self) -> str:
         return (
-            f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}, "
-            f"{'' if self.samples_per_dim is None else f'samples_per_dim={self.samples_per_dim}, '}"
-            f"{'' if self.small_batch else 'small_batch=False, '}"
+            f"{super().extra_repr()}, block={self.block}, sampling_stride={self.sampling_stride}"
+            f"{'' if self.samples_per_dim is None else f', samples_per_dim={self.samples_per_dim}'}"
+            f"{'' if self.small_batch else ', small_batch=False'}"
             f"{self._whitening_extra_repr()}"
         )
 

@@ -208,4 +208,5 @@ class WhiteningLayer:
         return self._fold_cache[1]
 
     def _whitening_extra_repr(self) -> str:
-        return self.estimator.extra_repr() + (f", scale={self.scale!r}" if self.scale != "none" else "")
+        """The layer's own setting for its repr, after a comma (the estimator child prints the others)."""
+        return f", scale={self.scale!r}" if self.scale != "none" else ""

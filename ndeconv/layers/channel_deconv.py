@@ -116,4 +116,4 @@ class ChannelDeconv(WhiteningLayer, nn.Module):
         return layer.train(self.training)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, block={self.block}, {self._whitening_extra_repr()}"
+        return f"{self.num_features}, block={self.block}{self._whitening_extra_repr()}"

@@ -72,4 +72,4 @@ class Delinear(WhiteningLayer, nn.Linear):
         return layer
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, block={self.block}, {self._whitening_extra_repr()}"
+        return f"{super().extra_repr()}, block={self.block}{self._whitening_extra_repr()}"
