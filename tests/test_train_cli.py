@@ -250,9 +250,15 @@ def test_console_script_keeps_an_ignored_interrupt(inherited, monkeypatch):
     ``KeyboardInterrupt`` (which stops a run at an epoch boundary), not the start-up's hard exit."""
     import _ndeconv_entry
     import ndeconv.cli
+    from ndeconv.cli.common import complete_package
 
     seen = []
-    monkeypatch.setattr(ndeconv.cli, "main", lambda: seen.append(signal.getsignal(signal.SIGINT)))
+
+    def command() -> None:  # what a command sees once it has completed the package
+        complete_package()
+        seen.append(signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setattr(ndeconv.cli, "main", command)
     previous = signal.signal(signal.SIGINT, inherited)
     try:
         _ndeconv_entry.main()
