@@ -168,7 +168,7 @@ def test_the_readme_quick_start_compares_per_epoch_and_per_second(tmp_path, monk
     """The README's first command, as written (on 64 digits, each calibration measuring 5 s a step),
     ends with the table per epoch and the one per training second, and writes both curves."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    command = re.search(r"```bash\n.*?&& ndeconv (compare [^\n]+)\n```", readme).group(1).split()
+    command = re.search(r"```bash\n[^`]*?&& ndeconv (compare [^\n]+)\n```", readme).group(1).split()
     fake_clock(monkeypatch, [5.0])
     out = tmp_path / "quick"
     result = runner.invoke(app, [*command, "--limit-train", "64", "--out", str(out), "-q"])

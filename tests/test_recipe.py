@@ -81,7 +81,8 @@ def test_overrides_are_typed_and_checked(tmp_path):
     recipe = load_recipe("digits", {"optim.lr": "0.2", "train.epochs": 3, "model.deconv.n_iter": "7"})
     assert recipe.optim.lr == 0.2 and recipe.train.epochs == 3 and recipe.model.deconv.n_iter == 7
     assert apply_override(recipe, "data.path", "some/dir").data.path == "some/dir"
-    with pytest.raises(RecipeError, match=r"^override optim\.lrr: unknown key 'optim\.lrr'; did you mean 'optim\.lr'\?"):
+    with pytest.raises(RecipeError,
+                       match=r"^override optim\.lrr: unknown key 'optim\.lrr'; did you mean 'optim\.lr'\?"):
         apply_override(recipe, "optim.lrr", "1")
     with pytest.raises(RecipeError, match=r"^override train\.epochs: train\.epochs must be a number or null, "
                                           r"got 'many'"):

@@ -121,7 +121,8 @@ def test_every_problem_of_a_recipe_is_reported_at_once(tiny_parquet, tmp_path):
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     for problem in ("unknown key 'train.epoch'; did you mean 'train.epochs'?", "train.batch_size must be an integer",
-                    "unknown key 'optim.lrr'; did you mean 'optim.lr'?", "unknown key 'data.cahce'; did you mean 'data.cache'?"):
+                    "unknown key 'optim.lrr'; did you mean 'optim.lr'?",
+                    "unknown key 'data.cahce'; did you mean 'data.cache'?"):
         assert problem in line
 
 

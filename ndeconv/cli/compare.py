@@ -21,8 +21,8 @@ def compare_cmd(
                                          "(default: the recipe's)."),
     budget: Optional[str] = typer.Option(None, help="Comma-separated training-time budgets, e.g. 90s,3m,10m: "
                                          "every cell also trains for that long (an equal-time comparison)."),
-    norms: str = typer.Option("bn,deconv", help=f"Comma-separated norms to train: {choices(Norm, ', ')} (gn: GroupNorm; "
-                              "none: no norm, the control)."),
+    norms: str = typer.Option("bn,deconv", help=f"Comma-separated norms to train: {choices(Norm, ', ')} "
+                              "(gn: GroupNorm; none: no norm, the control)."),
     grid: list[str] = typer.Option([], "--grid", help="Train every value of a recipe key: --grid optim.lr=0.1,0.03 "
                                    "(repeatable; every combination is a cell)."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds; tables report the mean over them."),
