@@ -1,7 +1,7 @@
 """Whole-network cost of deconvolution: BN vs ND train step and eval forward, and where ND's time goes.
 
     python bench/network.py [--models vgg11_cifar,resnet18_cifar] [--batch-size 128,256,512]
-                            [--update-every 1,4,16] [--repeat 5] [--fast] [--breakdown vgg11_cifar]
+                            [--update-every 1,4,16] [--repeat 5] [--breakdown vgg11_cifar]
                             [--set model.deconv.n_iter=5] [--variant "b16 k4=block=16,update_every=4"]
 
 For each model and batch size, the bundled cifar10 recipe builds it with BN and with
@@ -12,11 +12,9 @@ so machine noise hits all alike, and the medians, the ND/BN ratios and the memor
 printed. A k > 1 model is timed over whole k-step cycles (k steps a sample, divided by k): its
 mean step, cheap and full steps in their proportion. Memory on CPU is
 what the step keeps for backward (tensors saved by autograd, counted once per storage) plus
-parameters and gradients; on CUDA it is the peak allocated. ``--fast`` adds the documented
-fast options (``model.deconv.stats_grad: false``, ``max_samples: 2048``); each ``--variant
+parameters and gradients; on CUDA it is the peak allocated. Each ``--variant
 "LABEL=key=value,key=value"`` adds an ND model with those ``model.deconv`` settings (``--variant
-fast=preset=fast`` the preset; ``wide_block=16``: that block for the layers of 256 or more input
-channels only), timed in the same interleaved rounds. The per-layer breakdown times each
+fast=preset=fast``: the preset), timed in the same interleaved rounds. The per-layer breakdown times each
 deconvolution layer's parts on the inputs that layer really sees: gathering patches, mean and
 covariance, Newton-Schulz, folding into the weight, and the convolution itself, forward and
 backward (backward = forward+backward minus forward), and for each k what a step costs on
@@ -44,9 +42,6 @@ from ndeconv import functional as DF  # noqa: E402
 from ndeconv.layers import Delinear, FastDeconv  # noqa: E402
 from ndeconv.recipe import load_recipe  # noqa: E402
 from ndeconv.rundir import build_model  # noqa: E402
-
-FAST = {"model.deconv.stats_grad": "false", "model.deconv.max_samples": "2048"}
-
 
 def build(name: str, norm: str, overrides: dict[str, str], device: torch.device) -> nn.Module:
     """The model the cifar10 recipe trains, with ``model.norm`` = ``norm``."""
@@ -227,28 +222,10 @@ def _csv_ints(text: str) -> list[int]:
 
 
 def _variant(text: str) -> tuple[str, dict[str, str]]:
-    """``"LABEL=key=value,key=value"`` as the label and its ``model.deconv`` overrides (``wide_block``:
-    not a recipe key, see :func:`narrow_wide_layers`)."""
+    """``"LABEL=key=value,key=value"`` as the label and its ``model.deconv`` overrides."""
     label, _, settings = text.partition("=")
     pairs = [item.split("=", 1) for item in settings.split(",") if item.strip()]
     return label.strip(), {f"model.deconv.{key.strip()}": value.strip() for key, value in pairs}
-
-
-#: Input channels from which a layer counts as wide (VGG-11's last five convs, ResNet-18's last two stages).
-WIDE = 256
-
-
-def narrow_wide_layers(model: nn.Module, block: int) -> nn.Module:
-    """Rebuild every conv deconvolution layer with at least :data:`WIDE` input channels with ``block``
-    (smaller blocks for the wide layers only; the others keep theirs)."""
-    for name, layer in list(model.named_modules()):
-        if type(layer) is FastDeconv and layer.in_channels >= WIDE:
-            settings = dict(sampling_stride=layer.sampling_stride, eps=layer.eps, n_iter=layer.n_iter,
-                            update_every=layer.update_every, scale=layer.scale)
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child,
-                    FastDeconv.from_conv(layer, bias=True, block=block, **settings))
-    return model
 
 
 def _cycles(step: Callable[[], None], k: int) -> Callable[[], None]:
@@ -262,7 +239,6 @@ def main() -> None:
     parser.add_argument("--batch-size", "--batch", default="128", help="comma-separated batch sizes")
     parser.add_argument("--update-every", default="1", help="comma-separated k of model.deconv.update_every")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--fast", action="store_true", help="also time the fast options " + str(FAST))
     parser.add_argument("--breakdown", default="vgg11_cifar", help="model for the per-layer breakdown ('' for none)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=KEY=VALUE,...",
@@ -288,13 +264,8 @@ def main() -> None:
             for k in ks:
                 label = "ND" if k == 1 else f"ND k={k}"
                 models[label] = (build(name, "deconv", {**overrides, "model.deconv.update_every": str(k)}, dev), k)
-            if args.fast:
-                models["ND fast"] = (build(name, "deconv", {**overrides, **FAST}, dev), 1)
             for label, settings in variants:
-                settings = dict(settings)
-                wide = settings.pop("model.deconv.wide_block", None)
                 model = build(name, "deconv", {**overrides, **settings}, dev)
-                model = narrow_wide_layers(model, int(wide)) if wide else model
                 models[label] = (model, max((getattr(m, "update_every", 1) for m in model.modules()), default=1))
             samples = paired_median_seconds([_cycles(train_step(m, x, y, sync), k) for m, k in models.values()],
                                             args.repeat)
