@@ -32,9 +32,6 @@ class Splits:
     key: str  # identifies the source's content, for caches
     class_names: list[str] | None = None  # the labels' names, where the source has them
 
-    def describe(self) -> str:
-        return f"{len(self.train)} train / {len(self.valid)} valid images"
-
 
 def digits_dataset() -> datasets.DatasetDict:
     """scikit-learn's bundled 8x8 handwritten digits as a ``DatasetDict`` (80/20 split, fixed seed).

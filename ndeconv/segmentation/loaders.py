@@ -26,9 +26,6 @@ class SegmentationSplits:
         self.train, self.valid = train, valid
         self.image_column, self.mask_column, self.label_map = image_column, mask_column, label_map
 
-    def describe(self) -> str:
-        return f"{len(self.train)} train / {len(self.valid)} valid images with masks"
-
 
 def load_segmentation_splits(spec: DataSpec, source: str = "data") -> SegmentationSplits:
     """``builtin: digit_canvas``, a Cityscapes folder, a parquet directory or a hub id; splits and
