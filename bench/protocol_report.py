@@ -4,24 +4,21 @@ times: ``bench/protocol_steps.py``).
     python bench/protocol_report.py [RUNS_DIR]
 
 Copies each run's ``results.json`` and ``metrics.csv`` from RUNS_DIR (if given) into
-``docs/protocol-full/<run>/``, draws ``docs/protocol-full-curves.png`` from those copies (accuracy
-per epoch, and per training minute: each setting's measured step time times its steps) and prints
-the results page's two tables: accuracy at epochs 1, 5, 10 and 20 beside the paper's, and what each
+``docs/protocol-full/<run>/``, draws ``docs/protocol-full-curves.png`` from the finished runs' copies
+(accuracy per epoch, and per training minute: each setting's measured step time times its steps) and
+prints the results page's two tables: accuracy at epochs 1, 5, 10 and 20 beside the paper's, and what each
 run had reached when BN's 20 epochs' time was up.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ndeconv.outputs import pyplot, save_figure
+from ndeconv.rundir import read_metrics, read_results
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 KEPT = DOCS / "protocol-full"
@@ -45,20 +42,15 @@ def copy(runs_dir: Path) -> None:
 
 
 def curve(name: str, step_seconds: dict[str, float]) -> list[tuple[int, float, float]]:
-    """``(epoch, training minutes, accuracy %)`` after every epoch of a kept run."""
-    results = KEPT / name / "results.json"
-    per_epoch = 50_000 // 128
-    if results.is_file():
-        kept = json.loads(results.read_text())
-        per_epoch = kept["steps"] // kept["epochs"]
-    with open(KEPT / name / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    step = step_seconds[RUNS[name][1]]
-    return [(int(r["epoch"]), int(r["epoch"]) * per_epoch * step / 60, 100 * float(r["accuracy"])) for r in rows]
+    """``(epoch, training minutes, accuracy %)`` after every epoch of a kept, finished run."""
+    results = read_results(KEPT / name)
+    minutes_per_epoch = results["steps"] // results["epochs"] * step_seconds[RUNS[name][1]] / 60
+    rows = read_metrics(KEPT / name / "metrics.csv")
+    return [(r["epoch"], r["epoch"] * minutes_per_epoch, 100 * r["accuracy"]) for r in rows]
 
 
 def draw(curves: dict[str, list[tuple[int, float, float]]]) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for name, points in curves.items():
         style = dict(marker="o", markersize=3, label=RUNS[name][0].replace("`", ""), **STYLE[name])
         axes[0].plot([e for e, _, _ in points], [a for _, _, a in points], **style)
@@ -70,9 +62,7 @@ def draw(curves: dict[str, list[tuple[int, float, float]]]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("VGG-11, all 50,000 CIFAR-10 images, 20 epochs, seed 0", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(DOCS / "protocol-full-curves.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, DOCS / "protocol-full-curves.png")
 
 
 def tables(curves: dict[str, list[tuple[int, float, float]]]) -> str:
@@ -98,7 +88,7 @@ def main() -> None:
     if len(sys.argv) > 1:
         copy(Path(sys.argv[1]))
     step_seconds = json.loads((KEPT / "step_seconds.json").read_text())["step_seconds"]
-    curves = {name: curve(name, step_seconds) for name in RUNS if (KEPT / name / "metrics.csv").is_file()}
+    curves = {name: curve(name, step_seconds) for name in RUNS if (KEPT / name / "results.json").is_file()}
     draw(curves)
     print(tables(curves))
 

@@ -25,9 +25,8 @@ from layer import paired_median_seconds  # noqa: E402
 from network import build, train_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-#: The protocol's settings and the model.* overrides that build each (protocol_full.sh's flags).
-SETTINGS = {"bn": {"model.norm": "bn"}, "nd-paper": {"model.norm": "deconv"},
-            "nd-fast": {"model.norm": "deconv", "model.deconv.preset": "fast"}}
+#: The protocol's settings: each one's norm and recipe overrides (protocol_full.sh's flags).
+SETTINGS = {"bn": ("bn", {}), "nd-paper": ("deconv", {}), "nd-fast": ("deconv", {"model.deconv.preset": "fast"})}
 
 
 def main() -> None:
@@ -37,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    models = {name: build("vgg11_cifar", overrides.pop("model.norm"), overrides, torch.device("cpu"))
-              for name, overrides in ((n, dict(o)) for n, o in SETTINGS.items())}
+    models = {name: build("vgg11_cifar", norm, overrides, torch.device("cpu"))
+              for name, (norm, overrides) in SETTINGS.items()}
     medians = paired_median_seconds([train_step(m, x, y, lambda: None) for m in models.values()], args.repeat)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
