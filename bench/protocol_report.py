@@ -56,6 +56,7 @@ def draw(curves: dict[str, list[tuple[int, float, float]]]) -> None:
         axes[0].plot([e for e, _, _ in points], [a for _, _, a in points], **style)
         axes[1].plot([m for _, m, _ in points], [a for _, _, a in points], **style)
     axes[0].set_xlabel("epoch")
+    axes[0].set_xticks(range(0, 21, 5))
     axes[1].set_xlabel("training minutes (step time x steps)")
     axes[0].set_ylabel("test accuracy (%)")
     for ax in axes:
