@@ -8,8 +8,8 @@
 #
 # RUNS_DIR (default /root/nd48/runs) holds the run directories, outside the repository; COMMIT
 # (default b45a168, the code the runs started with) is checked out in a clone beside it so that a
-# run resumes on the code it started on. One thread: the other core stays free for other work, and
-# epoch-based results do not depend on the machine's speed.
+# run resumes on the code it started on. THREADS (default 1) threads: with one the other core stays
+# free for other work; epoch-based results do not depend on the machine's speed.
 set -u
 RUNS=${1:-/root/nd48/runs}
 COMMIT=${2:-b45a168}
@@ -18,7 +18,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${NDECONV_CIFAR10:-$REPO/../shared/data/cifar10}
 mkdir -p "$RUNS" "$ROOT/logs"
 if [ ! -d "$ROOT/clone" ]; then git clone -q "$REPO" "$ROOT/clone" && git -C "$ROOT/clone" checkout -q "$COMMIT"; fi
-export PYTHONPATH=$ROOT/clone OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export PYTHONPATH=$ROOT/clone OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 COMMON="cifar10 --model vgg11_cifar --data $DATA --epochs 20 --seed 0 --quiet"
 run() {  # name, extra flags
   local dir=$RUNS/$1; shift
