@@ -1,6 +1,7 @@
 """The ``ndeconv`` console script: ``--help`` and a bad flag answer at once, without importing torch;
 Ctrl-C at any moment, even while torch is still importing, ends with one line and exit status 130
-instead of a traceback.
+instead of a traceback. Run as ``python -m _ndeconv_entry``, the launcher of a run's processes
+(:mod:`ndeconv.cli.launch`), which needs neither timm nor the models.
 
 It lives outside the package because importing anything in ``ndeconv`` first runs the package's
 ``__init__``, which imports torch and timm (it registers its models with timm); here that is deferred
@@ -28,13 +29,17 @@ def _exit_interrupted(signum: int = signal.SIGINT, frame: object = None) -> None
     os._exit(130)
 
 
-def _command_line():
-    """``ndeconv.cli.main``, imported with the package's own ``__init__`` deferred: the package is
-    registered from its spec, unexecuted, so that the command line's modules (Typer and the recipe
-    schema, no torch) load alone."""
+def _defer_package() -> None:
+    """Register the package from its spec, unexecuted, so that the command line's modules (Typer and
+    the recipe schema, no torch) load alone."""
     if "ndeconv" not in sys.modules:
         spec = importlib.util.find_spec("ndeconv")
         sys.modules["ndeconv"] = importlib.util.module_from_spec(spec)
+
+
+def _command_line():
+    """``ndeconv.cli.main``, imported with the package's own ``__init__`` deferred."""
+    _defer_package()
     from ndeconv.cli import main as run
 
     return run
@@ -58,3 +63,17 @@ def main() -> None:
     if not ignored:
         signal.signal(signal.SIGINT, _exit_interrupted)
     _command_line()()
+
+
+def launcher() -> None:
+    """``python -m _ndeconv_entry ARGS``: ``accelerate launch ARGS`` as :mod:`ndeconv.cli.launch` wraps
+    it, without the package's ``__init__`` (timm and the models, about 2 seconds before the
+    processes start)."""
+    _defer_package()
+    from ndeconv.cli.launch import main as launch
+
+    sys.exit(launch(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    launcher()

@@ -33,6 +33,7 @@ FACTORS: dict[str, list] = {
     "schedule": ["cosine", "one_cycle", "constant", "piecewise_linear"],
     "precision": ["fp32", "bf16", "fp16"],
     "processes": [1, 2],
+    "sync_stats": [True, False],
     "task": ["classification", "segmentation"],
     "averaging": [False, True],
     "tta": [False, True],
@@ -76,18 +77,19 @@ def all_pairs(factors: dict[str, list]) -> list[dict]:
 
 #: Two processes (a launch costs most of a cell's time): each level of every other factor once, the
 #: costly ones (a resume launches twice, segmentation, a budget's calibration) in one cell each. The
-#: pairs between the other factors are all covered in one process.
+#: pairs between the other factors are all covered in one process (where statistics have nothing to
+#: synchronise, so ``--no-sync-stats`` is only recorded).
 TWO_PROCESSES = [
     dict(norm="bn", length="epochs", schedule="cosine", precision="fp32", task="classification", averaging=False,
-         tta=False, resume=True),
+         tta=False, resume=True, sync_stats=True),
     dict(norm="gn", length="fraction", schedule="one_cycle", precision="bf16", task="segmentation", averaging=True,
-         tta=False, resume=False),
+         tta=False, resume=False, sync_stats=True),
     dict(norm="none", length="budget", schedule="constant", precision="fp16", task="classification", averaging=False,
-         tta=True, resume=False),
+         tta=True, resume=False, sync_stats=True),
     dict(norm="paper", length="steps", schedule="piecewise_linear", precision="fp32", task="classification",
-         averaging=True, tta=False, resume=False),
+         averaging=True, tta=False, resume=False, sync_stats=True),
     dict(norm="fast", length="epochs", schedule="cosine", precision="bf16", task="classification", averaging=False,
-         tta=False, resume=False),
+         tta=False, resume=False, sync_stats=False),
 ]
 CELLS = [{**cell, "processes": 1} for cell in all_pairs({k: v for k, v in FACTORS.items() if k != "processes"})] + \
     [{**cell, "processes": 2} for cell in TWO_PROCESSES]
@@ -158,7 +160,8 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
               else "digit_canvas")
     out, counts = tmp_path / "run", tmp_path / "counts"
     counts.mkdir()
-    launch = ["--num-processes", "2"] if cell["processes"] == 2 else []
+    launch = (["--num-processes", "2"] if cell["processes"] == 2 else []) + ([] if cell["sync_stats"] else
+                                                                            ["--no-sync-stats"])
     code, output = _train(cell, [recipe, *_overrides(cell), *launch, "--out", str(out)], tmp_path, counts,
                           1 if cell["resume"] else None)
     if cell["resume"]:
@@ -171,6 +174,9 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
     taken = stepcount.counted(counts)
     assert sorted(taken) == list(range(cell["processes"]))
     assert results["status"] == "finished" and results["world_size"] == cell["processes"]
+    assert results["sync_stats"] is (cell["sync_stats"] and cell["processes"] == 2)
+    assert json.loads((out / "launch.json").read_text()) == {"num_processes": cell["processes"],
+                                                             "sync_stats": cell["sync_stats"]}
     assert set(taken.values()) == {results["steps"]} == {_expected_steps(cell, recorded)}
     epochs = math.ceil(results["steps"] / _steps_per_epoch(cell))
     assert results["epochs"] == epochs == len(read_metrics(out / "metrics.csv"))

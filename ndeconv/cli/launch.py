@@ -1,9 +1,11 @@
 """Several processes on this machine: run a training command under Accelerate's launcher.
 
-``python -m ndeconv.cli.launch ARGS`` is ``accelerate launch ARGS`` that, when a process fails,
+:func:`main` is ``accelerate launch ARGS`` that, when a process fails,
 writes which processes failed and how to a report file instead of printing the launcher's
 traceback; :func:`launch_train` turns the report into one :class:`LaunchError` naming the process
-that died. The command line decides what the processes run.
+that died. The command line decides what the processes run. The launcher process starts as ``python -m
+_ndeconv_entry`` (:func:`accelerate_command`): the package's ``__init__`` (timm, the models) is not
+needed there.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def accelerate_command(num_processes: int) -> list[str]:
 
     Accelerate picks NCCL when GPUs are present and gloo on a CPU-only machine.
     """
-    return [sys.executable, "-m", "ndeconv.cli.launch", "--num_machines", "1", "--num_processes",
+    return [sys.executable, "-m", "_ndeconv_entry", "--num_machines", "1", "--num_processes",
             str(num_processes), "--dynamo_backend", "no", "--mixed_precision", "no", "--multi_gpu"]
 
 
@@ -114,7 +116,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     Path(report).write_text(json.dumps(failures))
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
