@@ -1,11 +1,10 @@
 """Several processes on this machine: run a training command under Accelerate's launcher.
 
-:func:`main` is ``accelerate launch ARGS`` that, when a process fails,
-writes which processes failed and how to a report file instead of printing the launcher's
-traceback; :func:`launch_train` turns the report into one :class:`LaunchError` naming the process
-that died. The command line decides what the processes run. The launcher process starts as ``python -m
-_ndeconv_entry`` (:func:`accelerate_command`): the package's ``__init__`` (timm, the models) is not
-needed there.
+:func:`main` is ``accelerate launch ARGS`` that, when a process fails, writes which processes failed
+and how to a report file instead of printing the launcher's traceback; :func:`launch_train` turns
+the report into one :class:`LaunchError` naming the process that died. The command line decides
+what the processes run. The launcher process starts as ``python -m _ndeconv_entry``
+(:func:`accelerate_command`), without the package's ``__init__`` (timm, the models).
 """
 
 from __future__ import annotations
