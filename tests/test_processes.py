@@ -31,16 +31,30 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
+def _imported(stderr: str) -> set[str]:
+    """The modules a process started with ``python -X importtime`` imported (its children print none)."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, tiny_parquet):
-    """The tiny recipe and an uninterrupted 2-process run of it through `ndeconv train --num-processes 2`."""
+    """The tiny recipe, an uninterrupted 2-process run of it through `ndeconv train --num-processes 2`,
+    and the modules the command that launched it imported."""
     root = tmp_path_factory.mktemp("two-processes")
     recipe = write_tiny_recipe(root / "tiny.yaml", tiny_parquet)
-    proc = subprocess.run(CLI + ["train", str(recipe), *TWO, "--num-processes", "2", "--out", str(root / "ref")],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([CLI[0], "-X", "importtime", *CLI[1:], "train", str(recipe), *TWO, "--num-processes", "2",
+                           "--out", str(root / "ref")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((root / "ref" / "launch.json").read_text()) == {"num_processes": 2, "sync_stats": True}
-    return recipe, run_state(root / "ref")
+    return recipe, run_state(root / "ref"), _imported(proc.stderr)
+
+
+def test_the_command_line_plans_and_launches_without_the_training_stack(two_process_run):
+    """Only the processes train: the command that plans the run and launches them loads neither
+    fastai nor Accelerate nor ``datasets`` (seconds on a small machine before they start)."""
+    imported = two_process_run[2]
+    assert {"ndeconv.train.plan", "ndeconv.cli.launch"} <= imported
+    assert not {"fastai", "accelerate", "datasets"} & imported
 
 
 def _started_two_processes(recipe, out) -> subprocess.Popen:
@@ -53,7 +67,7 @@ def _started_two_processes(recipe, out) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_process_run_killed_and_resumed_through_the_launcher_is_exact(two_process_run, tmp_path):
-    recipe, reference = two_process_run
+    recipe, reference, _ = two_process_run
     out = tmp_path / "run"
     proc = _started_two_processes(recipe, out)
     tree = psutil.Process(proc.pid)
@@ -70,7 +84,7 @@ def test_two_process_run_killed_and_resumed_through_the_launcher_is_exact(two_pr
 
 @pytest.mark.slow
 def test_a_dead_process_is_one_line_and_the_resume_takes_the_recorded_processes(two_process_run, tmp_path):
-    recipe, reference = two_process_run
+    recipe, reference, _ = two_process_run
     out = tmp_path / "run"
     proc = _started_two_processes(recipe, out)
     rank_process(proc.pid, 1).kill()
@@ -97,7 +111,7 @@ def test_the_launcher_process_imports_neither_timm_nor_the_models():
     command = accelerate_command(2)
     proc = subprocess.run([command[0], "-X", "importtime", *command[1:], "--help"], capture_output=True, text=True,
                           timeout=300)
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    imported = _imported(proc.stderr)
     assert proc.returncode == 0 and "--num_processes" in proc.stdout, proc.stderr[-3000:]
     assert {"torch.distributed.run", "accelerate.commands.launch", "ndeconv.cli.launch"} <= imported
     assert not {"timm", "ndeconv.models", "fastai"} & imported
@@ -156,7 +170,7 @@ def _machines(recipe, out, multi_gpu: bool) -> list[subprocess.CompletedProcess]
 
 @pytest.mark.slow
 def test_two_launchers_as_two_machines_train_one_run_identical_to_two_local_processes(two_process_run, tmp_path):
-    recipe, reference = two_process_run
+    recipe, reference, _ = two_process_run
     out = tmp_path / "run"
     machines = _machines(recipe, out, multi_gpu=True)
     for m in machines:

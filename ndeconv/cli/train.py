@@ -59,9 +59,7 @@ def train_cmd(
 ) -> None:
     """Train a recipe (default: the bundled digits recipe with deconvolution) into a run directory."""
     from ..errors import LaunchError
-    from ..train.learner import process_state
 
-    quiet_datasets(quiet)
     launched = os.environ.get("WORLD_SIZE")  # this process is one of a launch's: it trains, it does not launch
     if launched is not None and num_processes is not None and str(num_processes) != launched:
         raise LaunchError(f"--num-processes {num_processes}: this process is one of {launched} launched processes")
@@ -74,6 +72,9 @@ def train_cmd(
         if code != 0:
             raise typer.Exit(code)
         return  # rank 0 of the launched processes printed the summary
+    from ..train.learner import process_state
+
+    quiet_datasets(quiet)
     results = _execute(plan, quiet)
     if process_state().is_main_process:
         console.print(summary_table(plan.run_dir, results))

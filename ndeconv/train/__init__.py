@@ -1,21 +1,28 @@
-"""Training: recipes to fastai Learners on Accelerate, run directories, resume (the ``train`` extra)."""
+"""Training: recipes to fastai Learners on Accelerate, run directories, resume (the ``train`` extra).
 
-try:
-    import accelerate  # noqa: F401
-    import fastai  # noqa: F401
-except ModuleNotFoundError as e:
-    raise ModuleNotFoundError(f"ndeconv.train needs the train extra ({e.name} not installed): "
-                              "pip install 'ndeconv[train]'", name=e.name) from None
+The names below are imported from their modules when first used, so that planning a run
+(:mod:`.plan`) does not load fastai: the command line plans a multi-process run, then launches it.
+"""
 
-from .callbacks import AcceleratorCallback, RichProgressCallback, RunDirCallback
-from .checkpoint import load_checkpoint, save_checkpoint
-from .learner import build_learner, fit_recipe, make_accelerator
-from .plan import RunPlan, plan_resume, plan_train
-from .run import default_run_dir, execute, resume, train
-from .tracking import TrackerCallback
+import importlib
+import importlib.util
 
-__all__ = [
-    "AcceleratorCallback", "RichProgressCallback", "RunDirCallback", "TrackerCallback", "load_checkpoint",
-    "save_checkpoint", "build_learner", "fit_recipe", "make_accelerator", "default_run_dir", "resume", "train",
-    "RunPlan", "plan_train", "plan_resume", "execute",
-]
+_MISSING = [name for name in ("accelerate", "fastai") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    raise ModuleNotFoundError(f"ndeconv.train needs the train extra ({_MISSING[0]} not installed): "
+                              "pip install 'ndeconv[train]'", name=_MISSING[0])
+
+#: Each public name and the module that holds it.
+_HOMES = {
+    "AcceleratorCallback": "callbacks", "RichProgressCallback": "callbacks", "RunDirCallback": "callbacks",
+    "TrackerCallback": "tracking", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "build_learner": "learner", "fit_recipe": "learner", "make_accelerator": "learner", "default_run_dir": "run",
+    "resume": "run", "train": "run", "execute": "run", "RunPlan": "plan", "plan_train": "plan", "plan_resume": "plan",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'ndeconv.train' has no attribute {name!r}")
