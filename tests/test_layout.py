@@ -119,3 +119,15 @@ def test_no_function_body_over_60_lines():
     assert _long_functions("def f():\n    'doc'\n" + "    x = 1\n" * 61, 60) == ["f"]  # the check can fail
     long = {name: found for name, text in _sources().items() if (found := _long_functions(text, 60))}
     assert not long
+
+
+def test_the_trainers_names_load_from_their_modules_and_are_listed():
+    """``ndeconv.train`` imports its names on first use: each one resolves to the module its table
+    names, and ``dir`` lists them as an eager import would."""
+    import ndeconv.train as train_package
+
+    for name in train_package.__all__:
+        assert getattr(train_package, name).__module__ == f"ndeconv.train.{train_package._HOMES[name]}", name
+    assert set(train_package.__all__) <= set(dir(train_package))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        train_package.nope

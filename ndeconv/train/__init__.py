@@ -16,7 +16,7 @@ if _MISSING:
 _HOMES = {
     "AcceleratorCallback": "callbacks", "RichProgressCallback": "callbacks", "RunDirCallback": "callbacks",
     "TrackerCallback": "tracking", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "build_learner": "learner", "fit_recipe": "learner", "make_accelerator": "learner", "default_run_dir": "run",
+    "build_learner": "learner", "fit_recipe": "learner", "make_accelerator": "learner", "default_run_dir": "plan",
     "resume": "run", "train": "run", "execute": "run", "RunPlan": "plan", "plan_train": "plan", "plan_resume": "plan",
 }
 __all__ = list(_HOMES)
@@ -26,3 +26,8 @@ def __getattr__(name: str):
     if name in _HOMES:
         return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'ndeconv.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names too, for completion in a notebook, as when they were imported eagerly."""
+    return sorted({*globals(), *__all__})
