@@ -77,6 +77,29 @@ def test_missing_file_invalid_yaml_and_non_mapping(tmp_path):
         load_recipe(_write(tmp_path, "- 1\n- 2\n"))
 
 
+def test_without_the_installed_recipes_a_bundled_name_is_one_line_and_files_still_load(tmp_path, monkeypatch):
+    """A checkout imported without ``pip install`` has no ``ndeconv.recipes``: a bundled name is one line
+    saying how to install them, a recipe file still loads, and a missing file is still "not found"."""
+    import importlib.resources
+
+    real = importlib.resources.files
+
+    def files(package):
+        if package == "ndeconv.recipes":
+            raise ModuleNotFoundError(f"No module named {package!r}")
+        return real(package)
+
+    raw = _base()
+    path = _write(tmp_path, raw)
+    monkeypatch.setattr(importlib.resources, "files", files)
+    with pytest.raises(RecipeError, match=r"^the bundled recipes are not installed .*pip install -e \.") as info:
+        load_recipe("cifar10")
+    assert "\n" not in str(info.value)
+    assert recipe_to_dict(load_recipe(path)) == raw
+    with pytest.raises(RecipeError, match="absent.yaml: recipe file not found$"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
 def test_overrides_are_typed_and_checked(tmp_path):
     recipe = load_recipe("digits", {"optim.lr": "0.2", "train.epochs": 3, "model.deconv.n_iter": "7"})
     assert recipe.optim.lr == 0.2 and recipe.train.epochs == 3 and recipe.model.deconv.n_iter == 7

@@ -43,10 +43,15 @@ def read_text_file(path: Path, what: str) -> str:
 
 
 def bundled_recipes() -> dict[str, Path]:
-    """The recipes shipped with ndeconv: ``{name: path}``."""
+    """The recipes shipped with ndeconv: ``{name: path}``. Without them (the package imported from a
+    checkout that was never ``pip install``-ed) a :class:`RecipeError` says how to get them."""
     from importlib import resources
 
-    root = Path(str(resources.files("ndeconv.recipes")))
+    try:
+        root = Path(str(resources.files("ndeconv.recipes")))
+    except ModuleNotFoundError:
+        raise RecipeError("the bundled recipes are not installed (no package ndeconv.recipes): "
+                          "pip install -e . in the repository, or name a recipe file") from None
     return {p.stem: p for p in sorted(root.glob("*.yaml"))}
 
 
@@ -55,8 +60,8 @@ def find_recipe(path: str | Path) -> Path:
     file = Path(path)
     if file.is_file():
         return file
-    bundled = bundled_recipes()
-    if file.suffix == "" and str(path) in bundled:
+    bundled = {} if file.suffix else bundled_recipes()
+    if str(path) in bundled:
         return bundled[str(path)]
     if file.is_dir():
         raise RecipeError(f"{path}: is a directory, not a recipe file")
