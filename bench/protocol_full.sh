@@ -7,13 +7,13 @@
 #   git clone . ../nd-protocol && bash ../nd-protocol/bench/protocol_full.sh [RUNS_DIR]
 #
 # The runs use the code of the checkout this script lives in (run it from a separate clone, so that
-# editing your working tree does not change a run that resumes later). RUNS_DIR (default
-# /root/nd48/runs) holds the run directories, outside the repository. THREADS (default 1) threads:
+# editing your working tree does not change a run that resumes later). RUNS_DIR (default the
+# clone's runs/protocol-full, ignored by git) holds the run directories. THREADS (default 1) threads:
 # epoch-based results do not depend on the machine's speed.
 set -u
-RUNS=${1:-/root/nd48/runs}
-LOGS=$(dirname "$RUNS")/logs
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${1:-$REPO/runs/protocol-full}
+LOGS=$(dirname "$RUNS")/logs
 DATA=${NDECONV_CIFAR10:-$REPO/../shared/data/cifar10}
 mkdir -p "$RUNS" "$LOGS"
 cd "$REPO" || exit 1   # python -m ndeconv imports the package from here, not from an installed copy
