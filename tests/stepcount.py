@@ -6,7 +6,8 @@ count of training batches to ``<dir>/rank<r>-epoch<e>``. An epoch redone after a
 overwrites its file, so the files of a finished run add up to the steps of the trajectory that
 produced it. ``interrupt_after`` raises ``KeyboardInterrupt`` after that epoch (once its checkpoint
 is written), as Ctrl-C would. In launched processes the same is installed by ``sitecustomize.py``
-(:func:`sitecustomize_dir`), driven by environment variables.
+(:func:`sitecustomize_dir`), driven by environment variables; they also record whether they left
+their process group before the interpreter exited (:func:`record_exit`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,29 @@ def counted(out: Path) -> dict[int, int]:
     return totals
 
 
+def record_exit(out: Path) -> None:
+    """In a launched process (``RANK`` set), write ``<out>/exit-<pid>`` at interpreter exit: whether
+    the process still belonged to its process group then (``joined``) or had left it (``left``)."""
+    import atexit
+
+    if "RANK" not in os.environ:
+        return
+
+    def record() -> None:
+        import sys
+
+        dist = sys.modules.get("torch.distributed")
+        joined = dist is not None and dist.is_available() and dist.is_initialized()
+        (out / f"exit-{os.getpid()}").write_text("joined" if joined else "left")
+
+    atexit.register(record)
+
+
+def exits(out: Path) -> list[str]:
+    """What :func:`record_exit` wrote, one entry per launched process that exited."""
+    return sorted(f.read_text() for f in out.glob("exit-*"))
+
+
 def sitecustomize_dir(root: Path) -> Path:
     """A directory to put on ``PYTHONPATH`` so that launched processes count their steps
     (``NDECONV_TEST_STEP_DIR``) and stop after an epoch (``NDECONV_TEST_INTERRUPT_AFTER``)."""
@@ -79,7 +103,8 @@ def sitecustomize_dir(root: Path) -> Path:
         f"    sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "    import stepcount\n"
         f"    after = os.environ.get({INTERRUPT_ENV!r})\n"
-        f"    stepcount.install(__import__('pathlib').Path(os.environ[{COUNT_ENV!r}]), int(after) if after else None)\n")
+        f"    stepcount.install(__import__('pathlib').Path(os.environ[{COUNT_ENV!r}]), int(after) if after else None)\n"
+        f"    stepcount.record_exit(__import__('pathlib').Path(os.environ[{COUNT_ENV!r}]))\n")
     return root
 
 

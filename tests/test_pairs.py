@@ -38,6 +38,7 @@ FACTORS: dict[str, list] = {
     "averaging": [False, True],
     "tta": [False, True],
     "resume": [False, True],
+    "tracking": [False, True],
 }
 BATCH, SEGMENTATION_TRAIN, STEPS, BUDGET_SECONDS = 32, 128, 11, 0.3
 #: Pairs refused before training (each has its own test below), and the words of their one-line error.
@@ -81,15 +82,15 @@ def all_pairs(factors: dict[str, list]) -> list[dict]:
 #: synchronise, so ``--no-sync-stats`` is only recorded).
 TWO_PROCESSES = [
     dict(norm="bn", length="epochs", schedule="cosine", precision="fp32", task="classification", averaging=False,
-         tta=False, resume=True, sync_stats=True),
+         tta=False, resume=True, sync_stats=True, tracking=True),
     dict(norm="gn", length="fraction", schedule="one_cycle", precision="bf16", task="segmentation", averaging=True,
-         tta=False, resume=False, sync_stats=True),
+         tta=False, resume=False, sync_stats=True, tracking=False),
     dict(norm="none", length="budget", schedule="constant", precision="fp16", task="classification", averaging=False,
-         tta=True, resume=False, sync_stats=True),
+         tta=True, resume=False, sync_stats=True, tracking=False),
     dict(norm="paper", length="steps", schedule="piecewise_linear", precision="fp32", task="classification",
-         averaging=True, tta=False, resume=False, sync_stats=True),
+         averaging=True, tta=False, resume=False, sync_stats=True, tracking=True),
     dict(norm="fast", length="epochs", schedule="cosine", precision="bf16", task="classification", averaging=False,
-         tta=False, resume=False, sync_stats=False),
+         tta=False, resume=False, sync_stats=False, tracking=False),
 ]
 CELLS = [{**cell, "processes": 1} for cell in all_pairs({k: v for k, v in FACTORS.items() if k != "processes"})] + \
     [{**cell, "processes": 2} for cell in TWO_PROCESSES]
@@ -117,6 +118,8 @@ def _overrides(cell: dict) -> list[str]:
         sets.append("optim.lookahead_every=3")
     if cell["tta"]:
         sets.append("train.tta=true")
+    if cell["tracking"]:
+        sets.append("train.log_with=[tensorboard]")
     if cell["task"] == "segmentation":
         sets += [f"train.limit_train={SEGMENTATION_TRAIN}", "model.deconv.block=16"]
     return [arg for s in sets for arg in ("--set", s)]
@@ -148,6 +151,14 @@ def _train(cell: dict, args: list[str], tmp_path, counts, interrupt_after: int |
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _logged_epochs(log_dir, score: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return sorted(e.step for e in acc.Scalars(f"epoch/{score}"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
@@ -172,6 +183,8 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     recorded = yaml.safe_load((out / "config.yaml").read_text())["train"]
     taken = stepcount.counted(counts)
+    if cell["processes"] == 2:  # every launched process left its group before exiting, the interrupted ones too
+        assert stepcount.exits(counts) == ["left"] * 2 * (2 if cell["resume"] else 1)
     assert sorted(taken) == list(range(cell["processes"]))
     assert results["status"] == "finished" and results["world_size"] == cell["processes"]
     assert results["sync_stats"] is (cell["sync_stats"] and cell["processes"] == 2)
@@ -182,6 +195,10 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
     assert results["epochs"] == epochs == len(read_metrics(out / "metrics.csv"))
     score = results["score"]
     assert results[score] is not None and 0 <= results[score] <= 1
+    if cell["tracking"]:  # every epoch reached TensorBoard once, resumed or not, from the main process only
+        assert _logged_epochs(out / "logs", score) == list(range(1, epochs + 1))
+    else:
+        assert not (out / "logs").exists()
 
 
 @pytest.mark.parametrize("pair, words", REFUSED.items(), ids=lambda p: "-".join(map(str, p)) if isinstance(p, tuple)

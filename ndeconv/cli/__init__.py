@@ -9,6 +9,8 @@ they run when they run it, so ``--help`` is quick.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import compare, evaluate, export, listing, push, train, viz
@@ -30,4 +32,15 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", highlight=False)
         raise SystemExit(INTERRUPTED) from None
+    finally:
+        _leave_process_group()
     raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def _leave_process_group() -> None:
+    """A launched process leaves its process group before the interpreter exits, however the command
+    ended: gloo's threads are then joined, not torn down during the exit (where they can abort the
+    process, SIGABRT, after its run was interrupted and checkpointed)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

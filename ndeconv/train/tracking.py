@@ -69,12 +69,19 @@ class TrackerCallback(Callback):
         values = {"train/loss": float(self.loss.detach()), "train/lr": float(self.opt.hypers[-1]["lr"])}
         self.accelerator.log(values, step=step)
 
+    def before_train(self) -> None:
+        self._trained = True
+
     def after_epoch(self) -> None:
+        trained, self._trained = getattr(self, "_trained", False), False
         rows = getattr(getattr(self.learn, "run_dir", None), "rows", None)
-        if not rows or rows[-1]["epoch"] != self.epoch + 1:  # an epoch skipped on resume has no new row
+        if not (trained and rows):  # an epoch skipped on resume was logged by the run that trained it
             return
         row = rows[-1]
         self.accelerator.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     def after_fit(self) -> None:
-        self.accelerator.end_training()
+        """Close the trackers (flushing their files); not ``end_training``, which also leaves the
+        process group that the run's last steps still synchronise over."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
