@@ -3,7 +3,7 @@ times: ``bench/protocol_steps.py``).
 
     python bench/protocol_report.py [RUNS_DIR]
 
-Copies each run's ``results.json`` and ``metrics.csv`` from RUNS_DIR (if given) into
+Copies each run's ``results.json``, ``metrics.csv`` and ``config.yaml`` from RUNS_DIR (if given) into
 ``docs/protocol-full/<run>/``, draws ``docs/protocol-full-curves.png`` from the finished runs' copies
 (accuracy per epoch, and per training minute: each setting's measured step time times its steps) and
 prints the results page's two tables: accuracy at epochs 1, 5, 10 and 20 beside the paper's, and what each
@@ -13,7 +13,7 @@ run had reached when BN's 20 epochs' time was up.
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from ndeconv.rundir import read_metrics, read_results
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 KEPT = DOCS / "protocol-full"
+DATA = "../shared/data/cifar10"
 #: Each run (protocol_full.sh's names): its label and the setting whose step time it has.
 RUNS = {"bn-lr0.1": ("BN lr 0.1", "bn"), "bn-lr0.01": ("BN lr 0.01", "bn"),
         "nd-paper": ("ND `paper`", "nd-paper"), "nd-fast": ("ND `fast`", "nd-fast")}
@@ -35,10 +36,12 @@ PAPER = {"paper BN (VGG-16)": (14.12, 90.07), "paper ND (VGG-16)": (74.18, 93.25
 
 def copy(runs_dir: Path) -> None:
     for name in RUNS:
-        for file in ("results.json", "metrics.csv"):
+        for file in ("results.json", "metrics.csv", "config.yaml"):
             if (runs_dir / name / file).is_file():
                 (KEPT / name).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(runs_dir / name / file, KEPT / name / file)
+                text = (runs_dir / name / file).read_text()
+                # the recipe's data path as the docs' command gives it, not this machine's
+                (KEPT / name / file).write_text(re.sub(r"^  path: .*$", f"  path: {DATA}", text, count=1, flags=re.M))
 
 
 def curve(name: str, step_seconds: dict[str, float]) -> list[tuple[int, float, float]]:

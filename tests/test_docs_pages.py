@@ -2,10 +2,13 @@
 a picture, every results table followed by the command that reproduces it and the commit it was
 recorded in, the decision table in agreement with the results pages, glossary words linked."""
 
+import csv
+import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -105,11 +108,16 @@ def test_the_first_use_of_a_glossary_word_links_it(page):
         assert link is not None and "[" in text[max(0, found.start() - 40):found.start() + 1], (page, term)
 
 
-def _decision_rows() -> list[dict[str, str]]:
-    lines = (DOCS / "decision.md").read_text().splitlines()
-    start, end = tables("\n".join(lines))[0]
+def _rows(text: str, n: int) -> list[dict[str, str]]:
+    """The rows of the ``n``-th markdown table of ``text``, each ``{header: cell}``."""
+    lines = text.splitlines()
+    start, end = tables(text)[n]
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[start + 2:end]]
+
+
+def _decision_rows() -> list[dict[str, str]]:
+    return _rows((DOCS / "decision.md").read_text(), 0)
 
 
 def _number(cell: str) -> float | None:
@@ -150,3 +158,44 @@ def test_the_decision_table_agrees_with_the_results_pages(row):
     (winner, best), (_, second) = ranked[0], ranked[1]
     assert row["winner (margin)"] == f"{winner} (+{best - second:.2f})"
     assert row[winner].startswith(f"**{best:.2f}**")
+
+
+#: The full-scale protocol's runs (``bench/protocol_full.sh``): label, recorded setting, step-time key.
+PROTOCOL = {"BN lr 0.1": ("bn-lr0.1", ("bn", 0.1, None), "bn"),
+            "BN lr 0.01": ("bn-lr0.01", ("bn", 0.01, None), "bn"),
+            "ND `paper`": ("nd-paper", ("deconv", 0.1, None), "nd-paper"),
+            "ND `fast`": ("nd-fast", ("deconv", 0.1, "fast"), "nd-fast")}
+
+
+def test_the_full_protocol_tables_are_the_kept_runs():
+    """Both tables of the full-scale protocol are recomputed from the kept runs: each trained VGG-11
+    with its setting for 20 whole epochs of 50,000 images, one curve row per epoch (a resumed run
+    continued the interrupted one); the minutes are its steps times its setting's measured step."""
+    kept = DOCS / "protocol-full"
+    step = json.loads((kept / "step_seconds.json").read_text())["step_seconds"]
+    section = _section((DOCS / "results.md").read_text(), "the-papers-20-epoch-protocol-on-the-full-training-set")
+    curves, minutes = {}, {}
+    by_epoch = [row for row in _rows(section, 0) if not row["run"].startswith(("paper", "reproduction"))]
+    assert [row["run"] for row in by_epoch] == list(PROTOCOL)
+    for row in by_epoch:
+        name, setting, key = PROTOCOL[row["run"]]
+        results = json.loads((kept / name / "results.json").read_text())
+        config = yaml.safe_load((kept / name / "config.yaml").read_text())
+        assert (config["model"]["norm"], config["optim"]["lr"], config["model"]["deconv"]["preset"]) == setting
+        assert (config["model"]["name"], config["train"]["seed"], config["train"]["limit_train"]) == ("vgg11_cifar", 0, None)
+        assert (results["train_images"], results["epochs"], results["status"]) == (50000, 20, "finished")
+        with open(kept / name / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["epoch"]) for r in rows] == list(range(1, 21))
+        curves[row["run"]] = [100 * float(r["accuracy"]) for r in rows]
+        minutes[row["run"]] = results["steps"] / 20 * step[key] / 60
+        for epoch in (1, 5, 10, 20):
+            assert row[f"epoch {epoch}"] == f"{curves[row['run']][epoch - 1]:.2f}", (name, epoch)
+        assert row["training minutes"] == f"{20 * minutes[row['run']]:.0f}"
+    budget = 20 * minutes["BN lr 0.1"]
+    at_time = _rows(section, 1)
+    assert [row["run"] for row in at_time] == list(PROTOCOL)
+    for row in at_time:
+        done = min(20, int(budget / minutes[row["run"]] + 1e-9))
+        assert row[f"epochs in BN's {budget:.0f} minutes"] == str(done)
+        assert row["accuracy then"] == f"{curves[row['run']][done - 1]:.2f}"
