@@ -55,6 +55,7 @@ class TrackerCallback(Callback):
     the run directory's row for the epoch (step = epoch)."""
 
     order = 71  # after RunDirCallback has made the epoch's row
+    _trained = False  # set while an epoch trains; an epoch skipped on resume never sets it
 
     def __init__(self, accelerator, config: dict | None = None):
         self.accelerator, self.config = accelerator, config or {}
@@ -73,7 +74,7 @@ class TrackerCallback(Callback):
         self._trained = True
 
     def after_epoch(self) -> None:
-        trained, self._trained = getattr(self, "_trained", False), False
+        trained, self._trained = self._trained, False
         rows = getattr(getattr(self.learn, "run_dir", None), "rows", None)
         if not (trained and rows):  # an epoch skipped on resume was logged by the run that trained it
             return
