@@ -55,13 +55,16 @@ class TrackerCallback(Callback):
     the run directory's row for the epoch (step = epoch)."""
 
     order = 71  # after RunDirCallback has made the epoch's row
-    _trained = False  # set while an epoch trains; an epoch skipped on resume never sets it
 
     def __init__(self, accelerator, config: dict | None = None):
         self.accelerator, self.config = accelerator, config or {}
 
+    def _rows(self) -> list[dict]:
+        return getattr(getattr(self.learn, "run_dir", None), "rows", None) or []
+
     def before_fit(self) -> None:
         self.accelerator.init_trackers(LOG_DIR, config=self.config)
+        self._logged = len(self._rows())  # a resumed run's earlier epochs were logged by the run that trained them
 
     def after_batch(self) -> None:
         if not self.training:
@@ -70,16 +73,11 @@ class TrackerCallback(Callback):
         values = {"train/loss": float(self.loss.detach()), "train/lr": float(self.opt.hypers[-1]["lr"])}
         self.accelerator.log(values, step=step)
 
-    def before_train(self) -> None:
-        self._trained = True
-
     def after_epoch(self) -> None:
-        trained, self._trained = self._trained, False
-        rows = getattr(getattr(self.learn, "run_dir", None), "rows", None)
-        if not (trained and rows):  # an epoch skipped on resume was logged by the run that trained it
-            return
-        row = rows[-1]
-        self.accelerator.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        rows = self._rows()
+        for row in rows[self._logged:]:  # the row this epoch made; none for an epoch skipped on resume
+            self.accelerator.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        self._logged = len(rows)
 
     def after_fit(self) -> None:
         """Close the trackers (flushing their files); not ``end_training``, which also leaves the
