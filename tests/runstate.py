@@ -73,3 +73,12 @@ def rank_process(pid: int, rank: int, timeout: float = 120):
                 continue
         time.sleep(0.1)
     raise AssertionError(f"no process of rank {rank}")
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of every scalar the TensorBoard files under ``log_dir`` hold."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -20,6 +20,7 @@ import sys
 import pytest
 import yaml
 from budgetclock import fake_clock
+from runstate import tensorboard_scalars
 from tinydata import N_TRAIN, write_tiny_recipe
 from typer.testing import CliRunner
 
@@ -151,14 +152,6 @@ def _train(cell: dict, args: list[str], tmp_path, counts, interrupt_after: int |
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _logged_epochs(log_dir, score: str) -> list[int]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return sorted(e.step for e in acc.Scalars(f"epoch/{score}"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
@@ -196,7 +189,8 @@ def test_features_meet(cell, tiny_parquet, tmp_path, monkeypatch):
     score = results["score"]
     assert results[score] is not None and 0 <= results[score] <= 1
     if cell["tracking"]:  # every epoch reached TensorBoard once, resumed or not, from the main process only
-        assert _logged_epochs(out / "logs", score) == list(range(1, epochs + 1))
+        assert sorted(step for step, _ in tensorboard_scalars(out / "logs")[f"epoch/{score}"]) == \
+            list(range(1, epochs + 1))
     else:
         assert not (out / "logs").exists()
 

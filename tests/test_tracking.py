@@ -1,20 +1,13 @@
 """Experiment tracking through Accelerate's trackers: what TensorBoard receives is what the run measured."""
 
 import pytest
+from runstate import tensorboard_scalars
 from typer.testing import CliRunner
 
 from ndeconv.cli import app
 from ndeconv.rundir import read_metrics
 
 runner = CliRunner()
-
-
-def _scalars(log_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +23,7 @@ def tracked_run(tmp_path_factory, tiny_parquet):
 
 
 def test_tensorboard_epoch_scalars_equal_metrics_csv(tracked_run):
-    scalars = _scalars(tracked_run / "logs")
+    scalars = tensorboard_scalars(tracked_run / "logs")
     rows = read_metrics(tracked_run / "metrics.csv")
     assert len(rows) == 2
     for name in ("train_loss", "valid_loss", "accuracy", "seconds", "train_seconds"):
@@ -43,7 +36,7 @@ def test_tensorboard_steps_are_the_real_losses_and_schedule(tracked_run):
     from the logged steps it must equal metrics.csv, so the steps are the losses the run trained on."""
     import yaml
 
-    scalars = _scalars(tracked_run / "logs")
+    scalars = tensorboard_scalars(tracked_run / "logs")
     losses = scalars["train/loss"]
     steps = [s for s, _ in losses]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
